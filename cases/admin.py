@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
+
+from cases.models import AuditEvent, Image, Patient, Review, Site, Study, User
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "ai_outside_validated_use", "created_at")
+    search_fields = ("code", "name")
+    list_filter = ("ai_outside_validated_use",)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ("username", "display_name", "role", "site_codes", "is_staff", "is_active", "last_login")
+    list_filter = ("groups", "sites", "is_staff", "is_active")
+    search_fields = ("username", "display_name", "first_name", "last_name", "email")
+    filter_horizontal = ("groups", "user_permissions", "sites")
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        ("Pneumo role and sites", {"fields": ("display_name", "sites")}),
+    )
+    add_fieldsets = (
+        *DjangoUserAdmin.add_fieldsets,
+        ("Pneumo role and sites", {"fields": ("display_name", "groups", "sites", "is_staff")}),
+    )
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).prefetch_related("groups", "sites")
+
+    @admin.display(description="Role")
+    def role(self, obj: User) -> str:
+        roles = [g.name for g in obj.groups.all()] + (["Admin"] if obj.is_staff else [])
+        return ", ".join(roles) or "-"
+
+    @admin.display(description="Sites")
+    def site_codes(self, obj: User) -> str:
+        return ", ".join(s.code for s in obj.sites.all()) or "-"
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ("patient_id", "name", "birth_date", "sex", "site", "has_conflict", "created_at")
+    list_filter = ("site", "sex")
+    search_fields = ("patient_id", "name")
+    list_select_related = ("site",)
+
+    @admin.display(boolean=True, description="Conflict")
+    def has_conflict(self, obj: Patient) -> bool:
+        return bool(obj.demographics_conflict)
+
+
+class ImageInline(admin.TabularInline):
+    model = Image
+    extra = 0
+    can_delete = False
+    fields = ("sop_instance_uid", "modality", "view_position", "body_part", "ai_eligibility", "file_state")
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ("pk", "patient", "site", "priority", "status", "ai_probability", "ai_flagged", "received_at")
+    list_filter = ("status", "priority", "site", "ai_flagged")
+    search_fields = ("patient__patient_id", "patient__name", "accession_number", "study_instance_uid")
+    list_select_related = ("patient", "site")
+    readonly_fields = (
+        "status",
+        "ai_probability",
+        "ai_flagged",
+        "claimed_by",
+        "claimed_at",
+        "received_at",
+        "ai_completed_at",
+        "reported_at",
+        "uploaded_by",
+    )
+    raw_id_fields = ("patient",)
+    inlines = [ImageInline]
+    date_hierarchy = "received_at"
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = (
+        "pk",
+        "study",
+        "modality",
+        "view_position",
+        "body_part",
+        "ai_eligibility",
+        "file_state",
+        "created_at",
+    )
+    list_filter = ("ai_eligibility", "modality", "file_state", "site")
+    search_fields = ("sop_instance_uid", "series_instance_uid", "sha256")
+    list_select_related = ("study",)
+    readonly_fields = [f.name for f in Image._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ("study", "version", "radiologist", "finding", "ai_label", "agreement", "reason", "signed_at")
+    list_filter = ("finding", "agreement", "reason", "model_version")
+    search_fields = ("study__patient__patient_id",)
+    list_select_related = ("study", "radiologist")
+
+    # Signed reviews are frozen: amendments are made from the study page.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "username", "action", "object_type", "object_id", "site", "ip_address")
+    list_filter = ("action", "site", "object_type")
+    search_fields = ("username", "object_id", "action")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False

@@ -1,0 +1,280 @@
+"""Patients, studies, images, reviews and the audit trail.
+
+Behaviour lives in ``services.py`` (writes) and ``selectors.py`` (reads); the
+models only hold data, constraints and the study state machine's vocabulary.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+from cases.states import StudyStatus
+
+
+class Site(models.Model):
+    name = models.CharField(max_length=200)
+    code = models.SlugField(max_length=32, unique=True, help_text="Short unique code, e.g. DEMO")
+    ai_outside_validated_use = models.BooleanField(
+        default=True,
+        help_text="Run the AI on images outside the model's validated use (adults, other views, "
+        "missing tags). Their results always carry the flag and its reason.",
+    )
+    alert_webhook_url = models.URLField(
+        blank=True, help_text="Optional: POSTed a JSON notice (no patient data) when a stat or urgent study is flagged."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class User(AbstractUser):
+    """Roles are the groups ``Technician`` and ``Radiologist``; admins are staff."""
+
+    sites = models.ManyToManyField(Site, blank=True, related_name="users")
+    display_name = models.CharField(max_length=150, blank=True, help_text='Shown on reports, e.g. "Dr A. Smith"')
+
+    @property
+    def is_technician(self) -> bool:
+        return self._in_group("Technician")
+
+    @property
+    def is_radiologist(self) -> bool:
+        return self._in_group("Radiologist")
+
+    def _in_group(self, name: str) -> bool:
+        cache = self.__dict__.setdefault("_group_names", None)
+        if cache is None:
+            cache = set(self.groups.values_list("name", flat=True))
+            self.__dict__["_group_names"] = cache
+        return name in cache
+
+    @property
+    def signature_name(self) -> str:
+        return self.display_name or self.get_full_name() or self.username
+
+
+class Sex(models.TextChoices):
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+    OTHER = "O", "Other"
+    UNKNOWN = "", "Unknown"
+
+
+class Patient(models.Model):
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="patients")
+    patient_id = models.CharField("patient ID / MRN", max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, blank=True)
+    demographics_conflict = models.TextField(
+        blank=True, help_text="Set when an upload disagreed with these demographics; an admin resolves it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "patient_id"]
+        constraints = [models.UniqueConstraint(fields=["site", "patient_id"], name="unique_patient_id_per_site")]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id} {self.name}".strip()
+
+
+class Priority(models.TextChoices):
+    STAT = "stat", "Stat"
+    URGENT = "urgent", "Urgent"
+    ROUTINE = "routine", "Routine"
+
+
+class Study(models.Model):
+    # The site is the patient's, copied here so that UID uniqueness and every
+    # access filter are one indexed column away.
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="studies")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    study_instance_uid = models.CharField("StudyInstanceUID", max_length=64)
+    accession_number = models.CharField(max_length=64, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.ROUTINE)
+    # Computed by the database so that the worklist orders lanes with an index.
+    priority_rank = models.GeneratedField(
+        expression=models.Case(
+            models.When(priority="stat", then=models.Value(0)),
+            models.When(priority="urgent", then=models.Value(1)),
+            default=models.Value(2),
+        ),
+        output_field=models.PositiveSmallIntegerField(),
+        db_persist=True,
+    )
+    status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVED)
+    status_reason = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploaded_studies"
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claimed_studies"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_seen_at = models.DateTimeField(null=True, blank=True)
+    # Denormalised from the active model's prediction so that the worklist can
+    # sort 10,000 studies in SQL with a fixed number of queries.
+    ai_probability = models.FloatField(null=True, blank=True)
+    ai_flagged = models.BooleanField(default=False)
+    received_at = models.DateTimeField(auto_now_add=True)
+    ai_completed_at = models.DateTimeField(null=True, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "studies"
+        constraints = [
+            models.UniqueConstraint(fields=["site", "study_instance_uid"], name="unique_study_uid_per_site"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["site", "status", "priority_rank", "-ai_flagged", "-ai_probability", "received_at"],
+                name="study_worklist_idx",
+            ),
+            models.Index(fields=["status", "received_at"], name="study_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Study {self.pk} ({self.get_priority_display()}, {self.get_status_display()})"
+
+
+class Eligibility(models.TextChoices):
+    ELIGIBLE = "eligible", "Eligible"
+    OUTSIDE_VALIDATED_USE = "outside_validated_use", "Outside validated use"
+    NOT_ELIGIBLE = "not_eligible", "Not eligible"
+
+
+class FileState(models.TextChoices):
+    OK = "ok", "Verified"
+    CHANGED = "changed", "Changed on disk"
+    MISSING = "missing", "Missing"
+
+
+class Image(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="images")
+    sop_instance_uid = models.CharField("SOPInstanceUID", max_length=64)
+    series_instance_uid = models.CharField("SeriesInstanceUID", max_length=64, blank=True)
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=8, help_text="dicom, png or jpeg")
+    modality = models.CharField(max_length=16, blank=True)
+    view_position = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    file = models.FileField(upload_to="studies/%Y/%m/", max_length=255)
+    original_filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    columns = models.PositiveIntegerField(default=0)
+    bits_stored = models.PositiveSmallIntegerField(default=8)
+    number_of_frames = models.PositiveIntegerField(default=1)
+    photometric_interpretation = models.CharField(max_length=32, blank=True)
+    transfer_syntax = models.CharField(max_length=64, blank=True)
+    pixel_spacing = models.CharField(max_length=64, blank=True)
+    window_center = models.FloatField(null=True, blank=True)
+    window_width = models.FloatField(null=True, blank=True)
+    patient_age_years = models.FloatField(null=True, blank=True)
+    ai_eligibility = models.CharField(max_length=24, choices=Eligibility.choices)
+    ai_eligibility_reason = models.TextField(blank=True)
+    file_state = models.CharField(max_length=8, choices=FileState.choices, default=FileState.OK)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "sop_instance_uid"], name="unique_sop_uid_per_site"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Image {self.pk} of study {self.study_id}"
+
+
+class Finding(models.TextChoices):
+    PNEUMONIA = "pneumonia", "Pneumonia"
+    NO_PNEUMONIA = "no_pneumonia", "No pneumonia"
+    INDETERMINATE = "indeterminate", "Indeterminate"
+
+
+class Agreement(models.TextChoices):
+    AGREE = "agree", "Agrees with AI"
+    DISAGREE = "disagree", "Overrules AI"
+    NO_AI = "no_ai", "No AI result"
+    INDETERMINATE = "indeterminate", "Indeterminate finding"
+
+
+class OverruleReason(models.TextChoices):
+    FALSE_POSITIVE = "false_positive", "AI false positive"
+    FALSE_NEGATIVE = "false_negative", "AI false negative"
+    IMAGE_QUALITY = "image_quality", "Image quality"
+    OUTSIDE_SCOPE = "outside_scope", "Outside the AI's scope"
+    OTHER = "other", "Other"
+
+
+class Review(models.Model):
+    """A signed reading. Signed reviews are frozen; an amendment is a new version."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="reviews")
+    radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    finding = models.CharField(max_length=16, choices=Finding.choices)
+    ai_label = models.CharField(max_length=16, blank=True, help_text="The AI label at signing time")
+    ai_probability = models.FloatField(null=True, blank=True)
+    model_version = models.ForeignKey(
+        "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="reviews"
+    )
+    agreement = models.CharField(max_length=16, choices=Agreement.choices)
+    reason = models.CharField(max_length=16, choices=OverruleReason.choices, blank=True)
+    report_text = models.TextField(blank=True)
+    version = models.PositiveIntegerField(default=1)
+    amendment_reason = models.TextField(blank=True)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    signed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["study", "version"]
+        constraints = [models.UniqueConstraint(fields=["study", "version"], name="unique_review_version")]
+
+    def __str__(self) -> str:
+        return f"Review v{self.version} of study {self.study_id}: {self.get_finding_display()}"
+
+
+class AuditEvent(models.Model):
+    """Append-only: the app never updates or deletes a row (and PostgreSQL refuses to)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=48, db_index=True)
+    object_type = models.CharField(max_length=48, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        who = self.username or "-"
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {who} {self.action} {self.object_type} {self.object_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise PermissionError("Audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only")

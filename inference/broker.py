@@ -1,0 +1,39 @@
+"""Short-timeout Redis access for health checks, heartbeats and metrics."""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+
+WORKER_KEY_PREFIX = "pneumo:worker:"
+HEARTBEAT_TTL_SECONDS = 30
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False
+    )
+
+
+def broker_ping() -> bool:
+    try:
+        return bool(redis_client().ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def workers_alive() -> list[str]:
+    """Host names of workers whose heartbeat key has not expired."""
+    try:
+        client = redis_client()
+        keys = list(client.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=100))
+    except (redis.RedisError, OSError):
+        return []
+    return sorted(k.decode()[len(WORKER_KEY_PREFIX) :] for k in keys)
+
+
+def queue_length(queue: str = "celery") -> int | None:
+    try:
+        return int(redis_client().llen(queue))
+    except (redis.RedisError, OSError):
+        return None

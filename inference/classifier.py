@@ -1,0 +1,239 @@
+"""Serve the pneumonia model with LiteRT and an exact NumPy Grad-CAM.
+
+This is the module Celery workers import, so it must stay free of Django and
+TensorFlow: importing TF costs seconds and hundreds of MB per process, while a
+LiteRT interpreter over the converted ``.tflite`` file loads in milliseconds.
+The ``.tflite`` file and ``head.npz`` are produced by ``inference.conversion``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ai_edge_litert.interpreter import Interpreter
+
+# Bump whenever preprocess() changes: stored predictions record which one produced them.
+PREPROCESSING_VERSION = "rgb-nearest150-xception-v1"
+INPUT_SIZE = 150
+FEATURE_MAP_SHAPE = (5, 5, 2048)
+NUM_CLASSES = 2
+PNEUMONIA_INDEX = 1
+
+# Fixed Grad-CAM display scales, keyed by the sha256 of the ``.keras`` file they were measured on.
+# A fixed scale (rather than each image's own max) keeps a confident normal from looking hot.
+# Packaged model (pneumonia-model-package 0.3.0, pneumonia_xception_model_val-acc_0.861.keras):
+# inference.conversion.measure_heatmap_scale(limit=400, percentile=99.0) = the 99th percentile of
+# the raw (unscaled) Grad-CAM cells over 400 evenly spaced images of the sorted listing of
+# ../shared/data/kermany-224/train/PNEUMONIA (224x224 RGB JPEGs through preprocess(); training
+# images, acceptable for a display constant): 10000 cells, LiteRT float32 feature maps.
+PACKAGED_MODEL_SHA256 = "d7997cd1923f4d13538f02d64b6d5925e2f87a2a2db8036c074f795c41439e26"
+PACKAGED_MODEL_HEATMAP_SCALE = 0.0224335
+HEATMAP_SCALES = {PACKAGED_MODEL_SHA256: PACKAGED_MODEL_HEATMAP_SCALE}
+
+def _to_rgb_pil(image: np.ndarray | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image array, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3):
+        # Through Pillow, like Keras' load_img: L -> RGB replicates the channel.
+        return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+    raise ValueError(f"expected an HxW or HxWx3 image, got shape {array.shape}")
+
+
+def preprocess(image: np.ndarray | Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
+    """Return the float32 ``1 x size x size x 3`` model input for one image.
+
+    Reproduces training exactly (ImageDataGenerator.flow_from_dataframe): Keras'
+    ``load_img`` converts to RGB *then* resizes with Pillow NEAREST, then
+    ``xception.preprocess_input`` computes ``x / 127.5 - 1`` in float32, in place.
+    """
+    rgb = _to_rgb_pil(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.NEAREST)
+    x = np.asarray(rgb, dtype=np.float32).copy()
+    # Same two in-place float32 steps as Keras, so the result is bit-identical.
+    x /= 127.5
+    x -= 1.0
+    return x[np.newaxis]
+
+
+@dataclass(frozen=True)
+class Head:
+    """Weights of the dense head after the Xception base (Dropout is identity at inference)."""
+
+    w1: np.ndarray  # (2048, 128)
+    b1: np.ndarray  # (128,)
+    w2: np.ndarray  # (128, 2)
+    b2: np.ndarray  # (2,)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Head:
+        with np.load(path) as data:
+            return cls(
+                w1=data["W1"].astype(np.float32),
+                b1=data["b1"].astype(np.float32),
+                w2=data["W2"].astype(np.float32),
+                b2=data["b2"].astype(np.float32),
+            )
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def raw_gradcam(feature_map: np.ndarray, head: Head) -> np.ndarray:
+    """Unscaled Grad-CAM of p(PNEUMONIA) w.r.t. the 5x5x2048 Xception feature map.
+
+    Exact backpropagation through GAP -> Dense(relu) -> Dense -> softmax, done in
+    float64 NumPy (the same numbers a GradientTape gives, in well under 1 ms).
+    """
+    a = np.asarray(feature_map, dtype=np.float64).reshape(FEATURE_MAP_SHAPE)
+    pooled = a.mean(axis=(0, 1))
+    pre = pooled @ head.w1 + head.b1
+    logits = np.maximum(pre, 0.0) @ head.w2 + head.b2
+    p = softmax(logits)
+    # d p1 / d z_j = p1 * (delta_1j - p_j)
+    dp_dlogits = -p[PNEUMONIA_INDEX] * p
+    dp_dlogits[PNEUMONIA_INDEX] += p[PNEUMONIA_INDEX]
+    dp_dhidden = (head.w2 @ dp_dlogits) * (pre > 0.0)
+    dp_dpooled = head.w1 @ dp_dhidden
+    # GAP spreads each channel's gradient evenly over the 25 cells, so the spatial mean of
+    # dp/dA (the Grad-CAM channel weight) is dp/dpooled / 25.
+    cells = FEATURE_MAP_SHAPE[0] * FEATURE_MAP_SHAPE[1]
+    alpha = dp_dpooled / cells
+    return np.maximum(a @ alpha, 0.0).astype(np.float32)
+
+
+def scale_heatmap(raw: np.ndarray, heatmap_scale: float) -> np.ndarray:
+    if heatmap_scale <= 0:
+        raise ValueError("heatmap_scale must be positive")
+    return np.clip(raw / np.float32(heatmap_scale), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result; the caller applies the decision threshold to ``probability``."""
+
+    probability: float  # p(PNEUMONIA) = softmax(logits)[1]
+    logits: tuple[float, float]  # [NORMAL, PNEUMONIA]
+    heatmap: np.ndarray | None  # 5x5 float32 in [0, 1], None when not requested
+    input_sha256: str  # sha256 of the preprocessed float32 1x150x150x3 input's C-order bytes
+    preprocess_ms: float
+    inference_ms: float
+    heatmap_ms: float
+    preprocessing_version: str = PREPROCESSING_VERSION
+
+
+class LiteRTClassifier:
+    """Two-output LiteRT model (feature map, logits) plus the NumPy head for Grad-CAM.
+
+    The interpreter is created lazily, per process: a classifier built before a
+    prefork (Celery, gunicorn) creates a fresh interpreter in each child rather
+    than sharing the parent's native state across ``fork``.
+    """
+
+    def __init__(
+        self,
+        tflite_path: str | os.PathLike[str],
+        head_path: str | os.PathLike[str],
+        *,
+        heatmap_scale: float,
+        num_threads: int = 1,
+    ) -> None:
+        if heatmap_scale <= 0:
+            raise ValueError("heatmap_scale must be positive")
+        self.tflite_path = Path(tflite_path)
+        self.head = Head.load(head_path)
+        self.heatmap_scale = float(heatmap_scale)
+        self.num_threads = num_threads
+        self._interpreter: Interpreter | None = None
+        self._owner_pid: int | None = None
+        self._batch_size = 0
+
+    def _get_interpreter(self) -> Interpreter:
+        if self._interpreter is None or self._owner_pid != os.getpid():
+            # Imported here so importing this module stays cheap for code that never predicts.
+            from ai_edge_litert.interpreter import Interpreter
+
+            self._interpreter = Interpreter(model_path=str(self.tflite_path), num_threads=self.num_threads)
+            self._owner_pid = os.getpid()
+            self._batch_size = 0
+            self._locate_tensors(self._interpreter)
+        return self._interpreter
+
+    def _locate_tensors(self, interpreter: Interpreter) -> None:
+        (self._input,) = interpreter.get_input_details()
+        # Output order in a converted model is not guaranteed; tell them apart by rank.
+        outputs = {len(d["shape"]): d["index"] for d in interpreter.get_output_details()}
+        self._feature_index, self._logits_index = outputs[4], outputs[2]
+
+    def _ensure_batch(self, interpreter: Interpreter, batch_size: int) -> None:
+        if batch_size != self._batch_size:
+            shape = [batch_size, INPUT_SIZE, INPUT_SIZE, 3]
+            interpreter.resize_tensor_input(self._input["index"], shape, strict=True)
+            interpreter.allocate_tensors()
+            self._batch_size = batch_size
+
+    def load(self) -> LiteRTClassifier:
+        """Create the interpreter now (e.g. in a worker's init) instead of on first predict."""
+        self._ensure_batch(self._get_interpreter(), 1)
+        return self
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run preprocessed ``N x 150 x 150 x 3`` input; return (feature maps, logits)."""
+        interpreter = self._get_interpreter()
+        self._ensure_batch(interpreter, batch.shape[0])
+        interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch, dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(self._feature_index), interpreter.get_tensor(self._logits_index)
+
+    def predict(self, image: np.ndarray | Image.Image, *, heatmap: bool = True) -> Prediction:
+        return self.predict_batch([image], heatmap=heatmap)[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray | Image.Image], *, heatmap: bool = True
+    ) -> list[Prediction]:
+        """Predict several images in one interpreter call; timings are per-image shares."""
+        if not images:
+            return []
+        n = len(images)
+        t0 = time.perf_counter()
+        batch = np.concatenate([preprocess(image) for image in images])
+        t1 = time.perf_counter()
+        feature_maps, logits = self.run(batch)
+        t2 = time.perf_counter()
+        heatmaps = [self._heatmap(fm) if heatmap else None for fm in feature_maps]
+        t3 = time.perf_counter()
+        probabilities = softmax(logits)[:, PNEUMONIA_INDEX]
+        return [
+            Prediction(
+                probability=float(probabilities[i]),
+                logits=(float(logits[i, 0]), float(logits[i, 1])),
+                heatmap=heatmaps[i],
+                input_sha256=hashlib.sha256(batch[i].tobytes()).hexdigest(),
+                preprocess_ms=(t1 - t0) * 1000 / n,
+                inference_ms=(t2 - t1) * 1000 / n,
+                heatmap_ms=(t3 - t2) * 1000 / n,
+            )
+            for i in range(n)
+        ]
+
+    def _heatmap(self, feature_map: np.ndarray) -> np.ndarray:
+        return scale_heatmap(raw_gradcam(feature_map, self.head), self.heatmap_scale)

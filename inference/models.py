@@ -1,0 +1,93 @@
+"""Model versions and the predictions they made."""
+
+from __future__ import annotations
+
+from django.db import models
+
+THRESHOLD_HELP = (
+    "Probability at or above which the AI flags pneumonia. The packaged model keeps 0.5, the default of its "
+    "training objective: its own training code used the data set's test split to pick checkpoints, so no "
+    "held-out data was left for choosing a threshold. A calibrated model version brings its own."
+)
+
+
+class ModelVersion(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    version = models.CharField(max_length=32)
+    description = models.TextField(blank=True)
+    source_path = models.CharField(
+        max_length=500, help_text="The Keras .keras file (absolute, or relative to the project)"
+    )
+    sha256 = models.CharField("weights file sha256", max_length=64)
+    converted_path = models.CharField(max_length=500, blank=True, help_text="The LiteRT conversion workers load")
+    converted_sha256 = models.CharField(max_length=64, blank=True)
+    head_path = models.CharField(max_length=500, blank=True, help_text="Dense-head weights for Grad-CAM")
+    head_sha256 = models.CharField(max_length=64, blank=True)
+    parity_max_diff = models.FloatField(null=True, blank=True, help_text="Largest |LiteRT - Keras| probability")
+    parity_passed = models.BooleanField(default=False)
+    threshold = models.FloatField(default=0.5, help_text=THRESHOLD_HELP)
+    input_size = models.PositiveSmallIntegerField(default=150)
+    preprocessing_version = models.CharField(max_length=64)
+    heatmap_scale = models.FloatField(default=1.0, help_text="Fixed Grad-CAM scale, measured on training images")
+    intended_use = models.TextField(blank=True)
+    intended_min_age_years = models.FloatField(null=True, blank=True)
+    intended_max_age_years = models.FloatField(null=True, blank=True)
+    intended_view = models.CharField(max_length=16, blank=True, default="AP")
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    converted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-is_active", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class PredictionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Prediction(models.Model):
+    image = models.ForeignKey("cases.Image", on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    preprocessing_version = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    probability = models.FloatField(null=True, blank=True)
+    label = models.CharField(max_length=16, blank=True)
+    threshold = models.FloatField(null=True, blank=True, help_text="The model's threshold when it ran")
+    heatmap = models.JSONField(null=True, blank=True, help_text="Grad-CAM grid, rows of values in [0, 1]")
+    input_sha256 = models.CharField(max_length=64, blank=True)
+    outside_validated_use = models.BooleanField(default=False)
+    outside_validated_use_reason = models.TextField(blank=True)
+    queue_wait_ms = models.FloatField(null=True, blank=True)
+    decode_ms = models.FloatField(null=True, blank=True)
+    preprocess_ms = models.FloatField(null=True, blank=True)
+    inference_ms = models.FloatField(null=True, blank=True)
+    heatmap_ms = models.FloatField(null=True, blank=True)
+    worker_host = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version", "preprocessing_version"], name="one_prediction_per_model_input"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "lease_until"], name="prediction_sweep_idx")]
+
+    def __str__(self) -> str:
+        return f"Prediction {self.pk} ({self.status}) of image {self.image_id}"

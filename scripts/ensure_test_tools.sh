@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The suite drives Debian's Chromium with Playwright (no browser download) and
+# validates docker/compose.yaml with Debian's docker-compose. Install them when
+# missing and we can; browser tests fail under CI=true when no browser is there,
+# and skip loudly elsewhere.
+set -u
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian packages for the test suite: ${need[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") \
+        >/tmp/pneumo-test-tools.log 2>&1 || echo "WARNING: could not install ${need[*]} (see /tmp/pneumo-test-tools.log)"
+else
+    echo "WARNING: ${need[*]} missing and cannot be installed here; the tests that need them will skip (fail under CI)."
+fi
+exit 0

@@ -1,0 +1,81 @@
+"""Settings come from the environment: each test imports a fresh settings module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from django.conf import settings as django_settings
+
+PROBE = """
+import json, pneumo.settings as s
+print(json.dumps({
+    "debug": s.DEBUG, "hosts": s.ALLOWED_HOSTS, "engine": s.DATABASES["default"]["ENGINE"],
+    "db_name": str(s.DATABASES["default"]["NAME"]), "ssl": s.SECURE_SSL_REDIRECT, "hsts": s.SECURE_HSTS_SECONDS,
+    "secure_cookie": s.SESSION_COOKIE_SECURE, "redis": s.REDIS_URL, "media": str(s.MEDIA_ROOT),
+    "options": s.DATABASES["default"].get("OPTIONS", {}), "secret": s.SECRET_KEY,
+}))
+"""
+
+
+def _settings(env: dict[str, str]) -> dict:
+    clean = {"PATH": "/usr/bin:/bin", **env}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=clean,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=str(django_settings.BASE_DIR),
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_it_turns_every_production_setting_on_with_debug_off() -> None:
+    s = _settings({"DEBUG": "0", "SECRET_KEY": "k" * 60, "ALLOWED_HOSTS": "pneumo.example.org"})
+    assert s["debug"] is False and s["hosts"] == ["pneumo.example.org"]
+    assert s["ssl"] and s["secure_cookie"] and s["hsts"] >= 31_536_000
+
+
+def test_it_refuses_to_start_without_a_secret_key_in_production() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "0"},
+        capture_output=True,
+        text=True,
+        cwd=str(django_settings.BASE_DIR),
+    )
+    assert out.returncode != 0 and "SECRET_KEY" in out.stderr
+
+
+def test_it_defaults_to_sqlite_with_wal_and_immediate_transactions() -> None:
+    s = _settings({"DEBUG": "1"})
+    assert s["engine"] == "django.db.backends.sqlite3" and s["db_name"].endswith("var/pneumo.sqlite3")
+    assert s["options"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in s["options"]["init_command"]
+
+
+def test_it_reads_database_redis_and_media_from_the_environment(tmp_path) -> None:
+    s = _settings(
+        {
+            "DEBUG": "1",
+            "DATABASE_URL": "postgres://u:p@db.internal:5432/pneumo",
+            "REDIS_URL": "redis://cache:6380/2",
+            "MEDIA_ROOT": str(tmp_path),
+        }
+    )
+    assert s["engine"] == "django.db.backends.postgresql" and s["db_name"] == "pneumo"
+    assert s["redis"] == "redis://cache:6380/2" and s["media"] == str(tmp_path)
+
+
+def test_it_accepts_an_absolute_sqlite_url(tmp_path) -> None:
+    s = _settings({"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"})
+    assert s["db_name"] == f"{tmp_path}/x.sqlite3"
+
+
+def test_it_reads_secrets_from_files(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file-" + "s" * 50 + "\n")
+    s = _settings({"DEBUG": "0", "SECRET_KEY_FILE": str(secret), "ALLOWED_HOSTS": "x"})
+    assert s["secret"] == "from-a-file-" + "s" * 50

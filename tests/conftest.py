@@ -1,0 +1,101 @@
+"""Shared fixtures: two sites, a user of each role, and small builders.
+
+The DEMO site is "ours"; NORTH is the stranger's site whose data must never
+show up for DEMO users.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import Group
+
+from cases.models import Image, Patient, Site, Study, User
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture
+def demo_site(db) -> Site:
+    return Site.objects.create(code="DEMO", name="Demo General")
+
+
+@pytest.fixture
+def north_site(db) -> Site:
+    return Site.objects.create(code="NORTH", name="North Clinic")
+
+
+def _user(username: str, sites: list[Site], role: str | None = None, staff: bool = False) -> User:
+    user = User.objects.create_user(username=username, password="correct-horse-battery", is_staff=staff)
+    user.sites.set(sites)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def tech(demo_site) -> User:
+    return _user("tech", [demo_site], "Technician")
+
+
+@pytest.fixture
+def rad(demo_site) -> User:
+    return _user("rad", [demo_site], "Radiologist")
+
+
+@pytest.fixture
+def colleague_rad(demo_site) -> User:
+    return _user("rad1b", [demo_site], "Radiologist")
+
+
+@pytest.fixture
+def admin_user(demo_site) -> User:
+    return _user("admin", [demo_site], staff=True)
+
+
+@pytest.fixture
+def north_rad(north_site) -> User:
+    return _user("rad2", [north_site], "Radiologist")
+
+
+@pytest.fixture
+def north_tech(north_site) -> User:
+    return _user("tech2", [north_site], "Technician")
+
+
+@pytest.fixture
+def make_patient() -> Callable[..., Patient]:
+    def make(site: Site, **fields) -> Patient:
+        n = next(_counter)
+        fields.setdefault("patient_id", f"P{n:05d}")
+        fields.setdefault("name", f"Doe^Patient{n}")
+        return Patient.objects.create(site=site, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_study(make_patient) -> Callable[..., Study]:
+    def make(site: Site, patient: Patient | None = None, **fields) -> Study:
+        n = next(_counter)
+        patient = patient or make_patient(site)
+        fields.setdefault("study_instance_uid", f"1.2.826.0.1.3680043.10.{n}")
+        return Study.objects.create(site=site, patient=patient, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_image() -> Callable[..., Image]:
+    def make(study: Study, **fields) -> Image:
+        n = next(_counter)
+        fields.setdefault("sop_instance_uid", f"1.2.826.0.1.3680043.11.{n}")
+        fields.setdefault("kind", "dicom")
+        fields.setdefault("sha256", "0" * 64)
+        fields.setdefault("ai_eligibility", "eligible")
+        fields.setdefault("file", f"studies/test/{n}.dcm")
+        return Image.objects.create(study=study, site=study.site, **fields)
+
+    return make
