@@ -7,7 +7,7 @@ another site is simply not found (404), never forbidden (403).
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 
 from cases.models import AuditEvent, Image, Patient, Review, Site, Study, User
@@ -85,3 +85,27 @@ def user_home_url_name(*, user: User) -> str:
     if user.is_staff:
         return "dashboard"
     return "studies"
+
+
+def study_rows_for_user(*, user: User) -> QuerySet[Study]:
+    """Studies for lists, newest first, with what the rows show in a fixed number of queries."""
+    return (
+        studies_for_user(user=user)
+        .prefetch_related(Prefetch("reviews", queryset=Review.objects.order_by("-version"), to_attr="reviews_desc"))
+        .annotate(image_count=Count("images"))
+        .order_by("-received_at", "-pk")
+    )
+
+
+def study_status_json(*, study: Study) -> dict:
+    latest = study.reviews_desc[0] if getattr(study, "reviews_desc", None) else None
+    return {
+        "id": study.pk,
+        "status": study.status,
+        "status_display": study.get_status_display(),
+        "status_reason": study.status_reason,
+        "ai_probability": study.ai_probability,
+        "ai_flagged": study.ai_flagged,
+        "finding": latest.get_finding_display() if latest else None,
+        "claimed_by": study.claimed_by.signature_name if study.claimed_by else None,
+    }

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from cases import selectors
+from cases.audit import audit_record
+from cases.downloads import file_response
+from cases.forms import UploadForm
+from cases.ingest import IncomingFile, studies_ingest
 from inference.broker import broker_ping, workers_alive
 
 _HEALTH_CACHE: dict[str, tuple[float, object]] = {}
@@ -60,3 +68,66 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def placeholder(request: HttpRequest, title: str) -> HttpResponse:
     return render(request, "cases/placeholder.html", {"title": title})
+
+
+# --- Upload ---------------------------------------------------------------------------
+
+
+def _upload_allowed(request: HttpRequest) -> None:
+    if not selectors.user_can_upload(user=request.user):
+        raise PermissionDenied("Only technicians and admins upload studies.")
+
+
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    _upload_allowed(request)
+    form = UploadForm(sites=selectors.sites_for_user(user=request.user))
+    return render(request, "cases/upload.html", {"form": form, "max_upload_mb": settings.PNEUMO_MAX_UPLOAD_BYTES >> 20})
+
+
+@login_required
+@require_POST
+def upload_files(request: HttpRequest) -> JsonResponse:
+    """Store the posted files; one JSON line per file: stored, duplicate or refused, and why."""
+    _upload_allowed(request)
+    form = UploadForm(request.POST, sites=selectors.sites_for_user(user=request.user))
+    if not form.is_valid():
+        return JsonResponse({"detail": "Invalid upload form", "errors": form.errors}, status=400)
+    files = [IncomingFile(f.name, f.read()) for f in request.FILES.getlist("files")]
+    if not files:
+        return JsonResponse({"detail": "No file was sent"}, status=400)
+    report = studies_ingest(
+        files=files,
+        site=form.cleaned_data["site"],
+        user=request.user,
+        priority=form.cleaned_data["priority"],
+        manual=form.manual_patient(user_key=str(request.user.pk)),
+        request=request,
+    )
+    body = {"files": [asdict(f) for f in report.files], "study_ids": report.study_ids}
+    return JsonResponse(body, status=200 if report.accepted else 400)
+
+
+# --- Studies (every role) ---------------------------------------------------------------
+
+
+@login_required
+def studies(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.study_rows_for_user(user=request.user), 50).get_page(request.GET.get("page"))
+    return render(request, "cases/studies.html", {"page": page})
+
+
+@login_required
+@require_GET
+def study_statuses(request: HttpRequest) -> JsonResponse:
+    """Polled by open pages (marked as background requests, not user activity)."""
+    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()][:200]
+    rows = selectors.study_rows_for_user(user=request.user).filter(pk__in=ids)
+    return JsonResponse({"studies": [selectors.study_status_json(study=s) for s in rows]})
+
+
+@login_required
+def image_file(request: HttpRequest, pk: int) -> HttpResponse:
+    image = selectors.image_for_user(user=request.user, pk=pk)
+    audit_record(action="download_image", user=request.user, obj=image, request=request)
+    return file_response(image)

@@ -32,8 +32,8 @@ def workers_alive() -> list[str]:
     return sorted(k.decode()[len(WORKER_KEY_PREFIX) :] for k in keys)
 
 
-def queue_length(queue: str = "celery") -> int | None:
+def queue_length(queue: str = "") -> int | None:
     try:
-        return int(redis_client().llen(queue))
+        return int(redis_client().llen(queue or settings.CELERY_TASK_DEFAULT_QUEUE))
     except (redis.RedisError, OSError):
         return None

@@ -7,20 +7,16 @@ serving path (``inference.classifier``) never imports TensorFlow.
 from __future__ import annotations
 
 import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Before TensorFlow is imported anywhere: keep its C++ INFO/WARNING chatter out of logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from PIL import Image
 
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from inference.classifier import (  # noqa: E402
+from inference.classifier import (
     FEATURE_MAP_SHAPE,
     INPUT_SIZE,
     PNEUMONIA_INDEX,
@@ -29,12 +25,16 @@ from inference.classifier import (  # noqa: E402
     preprocess,
     raw_gradcam,
 )
-from inference.model_package import sha256_file  # noqa: E402
+from inference.model_package import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import keras
+
+# TensorFlow is imported lazily, inside the functions below, so this still precedes it:
+# keep its C++ INFO/WARNING chatter out of logs unless the caller asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASE_LAYER = "xception"
 HIDDEN_LAYER = "dense"
@@ -161,7 +161,7 @@ def parity_check(
 
 
 def gradient_tape_gradcam(model: keras.Model, batch: np.ndarray) -> np.ndarray:
-    """Reference Grad-CAM (N x 5 x 5, unscaled) of p(PNEUMONIA) w.r.t. the Xception feature map.
+    """Reference Grad-CAM (N x 5 x 5, unscaled) of the pneumonia log-odds w.r.t. the Xception feature map.
 
     ``model`` may be the original or the two-output model.
     """
@@ -172,8 +172,9 @@ def gradient_tape_gradcam(model: keras.Model, batch: np.ndarray) -> np.ndarray:
     with tf.GradientTape() as tape:
         feature_map, logits = two_output(x, training=False)
         tape.watch(feature_map)
-        probability = tf.nn.softmax(logits, axis=-1)[:, PNEUMONIA_INDEX]
-    grads = tape.gradient(probability, feature_map)
+        # log(p / (1 - p)) for the 2-class softmax: see classifier.raw_gradcam for why.
+        log_odds = logits[:, PNEUMONIA_INDEX] - logits[:, 1 - PNEUMONIA_INDEX]
+    grads = tape.gradient(log_odds, feature_map)
     alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     return tf.nn.relu(tf.reduce_sum(alpha * feature_map, axis=-1)).numpy()
 

@@ -61,6 +61,7 @@ class Prediction(models.Model):
     status = models.CharField(max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True, help_text="Celery task id holding the lease")
     probability = models.FloatField(null=True, blank=True)
     label = models.CharField(max_length=16, blank=True)
     threshold = models.FloatField(null=True, blank=True, help_text="The model's threshold when it ran")

@@ -1,4 +1,4 @@
-"""Worker-process wiring: a heartbeat for /health/ from each worker's main process."""
+"""Worker-process wiring: a heartbeat for /health/ and the model loaded after the fork."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from inference.broker import HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX, redis_client
 
@@ -36,3 +36,22 @@ def _stop_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     _stop.set()
     with contextlib.suppress(redis.RedisError, OSError):
         redis_client().delete(f"{WORKER_KEY_PREFIX}{getattr(sender, 'hostname', 'worker')}")
+
+
+@worker_process_init.connect
+def _preload_model(**kwargs: Any) -> None:
+    """Load the active model in each pool process so the first task pays nothing."""
+    from django.db import connection
+
+    from inference import runtime
+    from inference.registry import active_model_version
+
+    try:
+        version = active_model_version()
+        if version is not None:
+            runtime.classifier_for(version)
+    except Exception:
+        logger.exception("could not preload the active model")
+    finally:
+        # Never share the parent's database connection across the fork.
+        connection.close()

@@ -31,7 +31,8 @@ def _user(username: str, sites: list[Site], role: str | None = None, staff: bool
     user = User.objects.create_user(username=username, password="correct-horse-battery", is_staff=staff)
     user.sites.set(sites)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        # get_or_create: transactional tests flush the rows that data migrations made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 
@@ -99,3 +100,28 @@ def make_image() -> Callable[..., Image]:
         return Image.objects.create(study=study, site=study.site, **fields)
 
     return make
+
+
+@pytest.fixture
+def active_model(db):
+    """The packaged model, registered, converted (cached on disk) and active."""
+    from inference.registry import active_model_version, models_prepare_all
+
+    models_prepare_all()
+    return active_model_version()
+
+
+@pytest.fixture
+def celery_worker(transactional_db, active_model):
+    """A real Celery worker process on the run's Redis and queue, sharing the test database.
+
+    Use with ``transactional_db`` (rows must be committed for the worker to see them).
+    """
+    from tests.processes import WorkerProcess, worker_env
+
+    worker = WorkerProcess(hostname=f"test-{next(_counter)}@%h", env=worker_env()).start()
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()

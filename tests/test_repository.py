@@ -24,8 +24,18 @@ def test_it_validates_the_compose_file_without_an_env_file(tmp_path) -> None:
     _needs("docker-compose")
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "POSTGRES_PASSWORD"}}
     result = subprocess.run(
-        ["docker-compose", "--project-directory", str(tmp_path), "-f", str(ROOT / "docker/compose.yaml"),
-         "config", "-q"], capture_output=True, text=True, env=env,
+        [
+            "docker-compose",
+            "--project-directory",
+            str(tmp_path),
+            "-f",
+            str(ROOT / "docker/compose.yaml"),
+            "config",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
 

@@ -52,6 +52,4 @@ def sample_batch(sample_images: list[Image.Image]) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def classifier(converted: ConversionResult) -> LiteRTClassifier:
-    return LiteRTClassifier(
-        converted.tflite_path, converted.head_path, heatmap_scale=PACKAGED_MODEL_HEATMAP_SCALE
-    )
+    return LiteRTClassifier(converted.tflite_path, converted.head_path, heatmap_scale=PACKAGED_MODEL_HEATMAP_SCALE)

@@ -94,9 +94,7 @@ def test_it_passes_the_parity_gate(
     assert parity_check(keras_path, converted.tflite_path, converted.head_path, sample_images) <= PARITY_TOLERANCE
 
 
-def test_it_serves_a_batch_like_single_images(
-    classifier: LiteRTClassifier, sample_images: list[Image.Image]
-) -> None:
+def test_it_serves_a_batch_like_single_images(classifier: LiteRTClassifier, sample_images: list[Image.Image]) -> None:
     singles = [classifier.predict(image) for image in sample_images]
     batched = classifier.predict_batch(sample_images)
     for single, batch in zip(singles, batched, strict=True):
@@ -114,9 +112,7 @@ def test_it_converts_without_quantization(converted: ConversionResult) -> None:
     assert converted.tflite_sha256 == sha256_file(converted.tflite_path)
 
 
-def test_it_saves_the_head_weights_of_the_keras_model(
-    converted: ConversionResult, keras_model: keras.Model
-) -> None:
+def test_it_saves_the_head_weights_of_the_keras_model(converted: ConversionResult, keras_model: keras.Model) -> None:
     saved, expected = Head.load(converted.head_path), head_from_model(keras_model)
     for name in ("w1", "b1", "w2", "b2"):
         np.testing.assert_array_equal(getattr(saved, name), getattr(expected, name))
@@ -151,9 +147,7 @@ def test_it_serves_gradcam_matching_gradient_tape(
             assert np.corrcoef(served.ravel(), tape.ravel())[0, 1] > 0.99
 
 
-def test_it_returns_a_5x5_heatmap_in_unit_range(
-    classifier: LiteRTClassifier, sample_images: list[Image.Image]
-) -> None:
+def test_it_returns_a_5x5_heatmap_in_unit_range(classifier: LiteRTClassifier, sample_images: list[Image.Image]) -> None:
     for prediction in classifier.predict_batch(sample_images):
         heatmap = prediction.heatmap
         assert heatmap is not None
@@ -162,9 +156,7 @@ def test_it_returns_a_5x5_heatmap_in_unit_range(
         assert prediction.preprocess_ms >= 0 and prediction.inference_ms > 0 and prediction.heatmap_ms >= 0
 
 
-def test_it_skips_the_heatmap_when_not_asked(
-    classifier: LiteRTClassifier, sample_images: list[Image.Image]
-) -> None:
+def test_it_skips_the_heatmap_when_not_asked(classifier: LiteRTClassifier, sample_images: list[Image.Image]) -> None:
     prediction = classifier.predict(sample_images[0], heatmap=False)
     assert prediction.heatmap is None
     assert prediction.probability == pytest.approx(classifier.predict(sample_images[0]).probability, abs=1e-7)
@@ -176,9 +168,7 @@ def test_it_scales_heatmaps_by_a_fixed_constant_not_the_image_max() -> None:
     assert scale_heatmap(raw * 100, 0.01).max() == 1.0
 
 
-def test_it_hashes_the_preprocessed_input(
-    classifier: LiteRTClassifier, sample_images: list[Image.Image]
-) -> None:
+def test_it_hashes_the_preprocessed_input(classifier: LiteRTClassifier, sample_images: list[Image.Image]) -> None:
     image = sample_images[0]
     expected = hashlib.sha256(preprocess(image).tobytes()).hexdigest()
     assert classifier.predict(image).input_sha256 == expected
@@ -229,7 +219,14 @@ def test_it_serves_without_importing_tensorflow_and_after_fork(
 ) -> None:
     image_path = samples[0][0]
     completed = subprocess.run(
-        [sys.executable, "-c", WORKER_SCRIPT, str(converted.tflite_path), str(converted.head_path), str(image_path)],
+        [
+            sys.executable,
+            "-c",
+            WORKER_SCRIPT,
+            str(converted.tflite_path),
+            str(converted.head_path),
+            str(image_path),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

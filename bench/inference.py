@@ -1,0 +1,274 @@
+"""Benchmark the served LiteRT path against the Keras baseline, on the packaged sample images.
+
+    .venv/bin/python bench/inference.py [--model PATH] [--runs 50]
+
+The main process imports TensorFlow (baseline: Keras ``Model.predict`` plus a separate
+GradientTape Grad-CAM) and converts the model; the served path runs in child processes
+started with ``--worker`` that never import TensorFlow, so their start-up time and resident
+memory are what a Celery worker would see.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# This file is itself called inference.py: without this, `import inference` would find it
+# (the script's folder is sys.path[0]) instead of the package.
+sys.path[0] = str(REPO_ROOT)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+GOAL_SERVED_RATIO = 0.25
+GOAL_HEATMAP_OVERHEAD_PCT = 15.0
+GOAL_WORKER_FIRST_RESULT_S = 1.0
+GOAL_WORKER_RSS_MB = 400.0
+WARMUP_RUNS = 5
+BATCH = 16
+
+
+def rss_mb() -> dict[str, float]:
+    """Current and peak resident set size of this process, from /proc (Linux)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
+
+
+def median_ms(fn: Callable[[int], object], runs: int, per: int) -> float:
+    """Median over ``runs`` timed calls after warm-up, in ms per image; ``fn`` gets the run number."""
+    for i in range(WARMUP_RUNS):
+        fn(i)
+    samples = []
+    for i in range(runs):
+        start = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - start) * 1000 / per)
+    return statistics.median(samples)
+
+
+def paired_median_ms(
+    with_heatmap: Callable[[int], object], without: Callable[[int], object], runs: int, per: int
+) -> tuple[float, float]:
+    """Like median_ms for two variants, interleaved run by run so that drift hits both alike."""
+    timed: tuple[list[float], list[float]] = ([], [])
+    for i in range(WARMUP_RUNS + runs):
+        for fn, samples in zip((with_heatmap, without), timed, strict=True):
+            start = time.perf_counter()
+            fn(i)
+            if i >= WARMUP_RUNS:
+                samples.append((time.perf_counter() - start) * 1000 / per)
+    return statistics.median(timed[0]), statistics.median(timed[1])
+
+
+def sample_paths() -> list[Path]:
+    from inference.model_package import packaged_sample_images
+
+    return [path for path, _ in packaged_sample_images()]
+
+
+# --- served path (child process: never imports TensorFlow) -------------------------------------
+
+
+def worker(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from inference.classifier import LiteRTClassifier
+
+    paths = sample_paths()
+    # The ingest hands workers a uint8 grayscale array.
+    first_image = np.asarray(Image.open(paths[0]).convert("L"))
+    load_start = time.perf_counter()
+    (threads,) = args.threads
+    classifier = LiteRTClassifier(args.tflite, args.head, heatmap_scale=args.scale, num_threads=threads)
+    classifier.load()
+    load_s = time.perf_counter() - load_start
+    classifier.predict(first_image)
+    first_result_s = time.time() - args.t0
+    after_first = rss_mb()
+
+    images = [np.asarray(Image.open(path).convert("L")) for path in paths]
+    result = {
+        "threads": threads,
+        "litert_load_s": load_s,
+        "first_result_s": first_result_s,
+        "rss_after_first_mb": after_first["rss_mb"],
+        "tensorflow_imported": any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules),
+    }
+    heatmap_ms = []
+
+    def single(i: int, heatmap: bool) -> None:
+        prediction = classifier.predict(images[i % len(images)], heatmap=heatmap)
+        if heatmap:
+            heatmap_ms.append(prediction.heatmap_ms)
+
+    result["b1_heatmap_ms"], result["b1_plain_ms"] = paired_median_ms(
+        lambda i: single(i, True), lambda i: single(i, False), args.runs, 1
+    )
+    result["gradcam_ms"] = statistics.median(heatmap_ms)
+    result["b16_heatmap_ms"], result["b16_plain_ms"] = paired_median_ms(
+        lambda _: classifier.predict_batch(images),
+        lambda _: classifier.predict_batch(images, heatmap=False),
+        args.runs,
+        BATCH,
+    )
+    result.update(rss_mb())
+    print(json.dumps(result))
+
+
+def run_worker(tflite: Path, head: Path, scale: float, threads: int, runs: int) -> dict[str, float]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tflite", str(tflite)]
+    command += ["--head", str(head), "--scale", str(scale), "--threads", str(threads), "--runs", str(runs)]
+    command += ["--t0", repr(time.time())]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"worker failed:\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# --- baseline (this process: TensorFlow) --------------------------------------------------------
+
+
+def baseline(model_path: Path, out_dir: Path, runs: int) -> tuple[dict[str, float], Path, Path, float]:
+    import numpy as np
+
+    from inference.classifier import HEATMAP_SCALES, PACKAGED_MODEL_HEATMAP_SCALE, preprocess
+    from inference.conversion import (
+        build_two_output_model,
+        convert_to_litert,
+        gradient_tape_gradcam,
+        load_images,
+        load_keras_model,
+    )
+    from inference.model_package import sha256_file
+
+    figures: dict[str, float] = {}
+    start = time.perf_counter()
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    figures["tf_import_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    model = load_keras_model(model_path)
+    figures["keras_load_s"] = time.perf_counter() - start
+    converted = convert_to_litert(model_path, out_dir)
+    figures["conversion_s"] = converted.seconds
+
+    two_output = build_two_output_model(model)
+    images = load_images(sample_paths())
+    arrays = [preprocess(image) for image in images]
+
+    def predict(batch: np.ndarray) -> None:
+        model.predict(batch, batch_size=len(batch), verbose=0)
+
+    def gradcam(batch: np.ndarray) -> None:
+        gradient_tape_gradcam(two_output, batch)
+
+    # Same work as the served path: both start from a decoded image and preprocess it.
+    figures["b1_predict_ms"] = median_ms(lambda i: predict(preprocess(images[i % BATCH])), runs, 1)
+    figures["b1_gradcam_ms"] = median_ms(lambda i: gradcam(arrays[i % BATCH]), runs, 1)
+    figures["b16_predict_ms"] = median_ms(
+        lambda _: predict(np.concatenate([preprocess(image) for image in images])), runs, BATCH
+    )
+    batch16 = np.concatenate(arrays)
+    figures["b16_gradcam_ms"] = median_ms(lambda _: gradcam(batch16), runs, BATCH)
+    figures["b1_baseline_ms"] = figures["b1_predict_ms"] + figures["b1_gradcam_ms"]
+    figures["b16_baseline_ms"] = figures["b16_predict_ms"] + figures["b16_gradcam_ms"]
+    figures.update(rss_mb())
+    scale = HEATMAP_SCALES.get(sha256_file(model_path), PACKAGED_MODEL_HEATMAP_SCALE)
+    return figures, converted.tflite_path, converted.head_path, scale
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(base: dict[str, float], workers: list[dict[str, float]]) -> None:
+    print(f"cpus: {os.cpu_count()}  (TensorFlow baseline uses its default thread pools)")
+    print(f"TensorFlow import           {base['tf_import_s']:8.2f} s")
+    print(f"Keras model load            {base['keras_load_s']:8.2f} s")
+    print(f"conversion to LiteRT        {base['conversion_s']:8.2f} s")
+    print(f"baseline process RSS        {base['rss_mb']:8.0f} MB (peak {base['peak_rss_mb']:.0f} MB)")
+    print("\nms per image (median)           batch 1   batch 16")
+    rows = [
+        ("Keras predict", "predict"),
+        ("GradientTape Grad-CAM", "gradcam"),
+        ("baseline total", "baseline"),
+    ]
+    for label, key in rows:
+        print(f"  {label:<28}{base[f'b1_{key}_ms']:8.1f}  {base[f'b16_{key}_ms']:8.1f}")
+    for w in workers:
+        name = f"LiteRT threads={w['threads']}"
+        print(f"  {name} + heatmap  {w['b1_heatmap_ms']:8.1f}  {w['b16_heatmap_ms']:8.1f}")
+        print(f"  {name} no heatmap {w['b1_plain_ms']:8.1f}  {w['b16_plain_ms']:8.1f}")
+    for w in workers:
+        ratio = w["b1_heatmap_ms"] / base["b1_baseline_ms"]
+        overhead = 100 * (w["b1_heatmap_ms"] / w["b1_plain_ms"] - 1)
+        overhead16 = 100 * (w["b16_heatmap_ms"] / w["b16_plain_ms"] - 1)
+        print(f"\nserved worker, num_threads={w['threads']} (TensorFlow imported: {w['tensorflow_imported']})")
+        print(f"  LiteRT load                 {w['litert_load_s'] * 1000:8.1f} ms")
+        print(
+            f"  NumPy Grad-CAM              {w['gradcam_ms']:8.3f} ms per image"
+            f" ({100 * w['gradcam_ms'] / w['b1_plain_ms']:.1f} % of a batch-1 prediction)"
+        )
+        print(
+            f"  served+heatmap / baseline   {ratio:8.3f}x  at batch 1"
+            f"   goal <= {GOAL_SERVED_RATIO}x  {verdict(ratio <= GOAL_SERVED_RATIO)}"
+        )
+        print(
+            f"  heatmap overhead            {overhead:+8.1f} %  at batch 1 ({overhead16:+.1f} % at 16)"
+            f"   goal <= +{GOAL_HEATMAP_OVERHEAD_PCT:.0f}%  {verdict(overhead <= GOAL_HEATMAP_OVERHEAD_PCT)}"
+        )
+        fast_start = w["first_result_s"] < GOAL_WORKER_FIRST_RESULT_S
+        print(
+            f"  start to first result       {w['first_result_s']:8.2f} s"
+            f"   goal < {GOAL_WORKER_FIRST_RESULT_S:.0f} s  {verdict(fast_start)}"
+        )
+        print(
+            f"  RSS after first result      {w['rss_after_first_mb']:8.0f} MB, at end {w['rss_mb']:.0f} MB"
+            f" (peak {w['peak_rss_mb']:.0f} MB)"
+            f"   goal < {GOAL_WORKER_RSS_MB:.0f} MB  {verdict(w['peak_rss_mb'] < GOAL_WORKER_RSS_MB)}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="the .keras file (default: the packaged model)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per figure, after warm-up")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="LiteRT num_threads to try")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tflite", help=argparse.SUPPRESS)
+    parser.add_argument("--head", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if args.model is None:
+        from inference.model_package import packaged_model_path
+
+        args.model = packaged_model_path()
+    with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as out_dir:
+        base, tflite, head, scale = baseline(args.model, Path(out_dir), args.runs)
+        # Workers run after the baseline, one at a time, so they never compete for the CPUs.
+        workers = [run_worker(tflite, head, scale, threads, args.runs) for threads in args.threads]
+    report(base, workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,607 @@
+"""The API's shapes: read serializers for output, input serializers that only validate.
+
+No serializer here saves a model: views hand validated data to a service. So a
+client can never set who signed, a study's status or site, or any field that
+no input serializer declares.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cases.models import (
+    Agreement,
+    AuditEvent,
+    Finding,
+    Image,
+    OverruleReason,
+    Patient,
+    Priority,
+    Review,
+    Sex,
+    Site,
+    Study,
+)
+from cases.states import StudyStatus
+from inference.models import ModelVersion, Prediction
+
+AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
+UNCONFIRMED = "unconfirmed"
+AI_REVIEW_CHOICES = [(UNCONFIRMED, "Not yet signed"), *Agreement.choices]
+
+
+def latest_review(study: Study) -> Review | None:
+    """The newest signed version (from a prefetch when the view made one)."""
+    prefetched = getattr(study, "reviews_desc", None)
+    if prefetched is not None:
+        return prefetched[0] if prefetched else None
+    return study.reviews.order_by("-version").first()
+
+
+def ai_review_of(study: Study) -> str:
+    """``unconfirmed`` until signed, then the signed reading's agreement with the AI."""
+    review = latest_review(study) if study.status == StudyStatus.REPORTED else None
+    return review.agreement if review is not None else UNCONFIRMED
+
+
+# --- Sites and patients ---------------------------------------------------------------
+
+
+class SiteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = ["id", "code", "name", "ai_outside_validated_use"]
+        read_only_fields = fields
+
+
+class PatientSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Patient
+        fields = ["id", "patient_id", "name", "birth_date", "sex"]
+        read_only_fields = fields
+
+
+class PatientStudySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Study
+        fields = ["id", "status", "priority", "study_date", "description", "received_at", "reported_at"]
+        read_only_fields = fields
+
+
+class PatientSerializer(serializers.ModelSerializer):
+    site = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Patient
+        fields = [
+            "id",
+            "site",
+            "patient_id",
+            "name",
+            "birth_date",
+            "sex",
+            "demographics_conflict",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class PatientDetailSerializer(PatientSerializer):
+    studies = PatientStudySerializer(many=True, read_only=True)
+
+    class Meta(PatientSerializer.Meta):
+        fields = [*PatientSerializer.Meta.fields, "studies"]
+
+
+class PatientFilterSerializer(serializers.Serializer):
+    """GET filters: nothing that identifies a patient, since query strings reach access logs."""
+
+    site = serializers.CharField(required=False, help_text="Site code or id")
+    demographics_conflict = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="Only patients whose uploads disagreed"
+    )
+    ordering = serializers.ChoiceField(
+        choices=["patient_id", "-patient_id", "created_at", "-created_at"], required=False, default="patient_id"
+    )
+
+
+class PatientSearchSerializer(serializers.Serializer):
+    query = serializers.CharField(
+        max_length=200, help_text="A patient ID (exact or its start) or words of the name, in any order"
+    )
+    site = serializers.CharField(required=False, help_text="Site code or id")
+
+
+# --- Predictions, images, reviews, studies -------------------------------------------------
+
+
+class ModelVersionSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "version", "threshold"]
+        read_only_fields = fields
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model_version = ModelVersionSummarySerializer(read_only=True)
+    ai_result_confirmed = serializers.SerializerMethodField(
+        help_text="False until a radiologist signed the study and agreed with the AI"
+    )
+    ai_result_review = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "image_id",
+            "model_version",
+            "preprocessing_version",
+            "status",
+            "probability",
+            "label",
+            "threshold",
+            "outside_validated_use",
+            "outside_validated_use_reason",
+            "error",
+            "attempts",
+            "queue_wait_ms",
+            "decode_ms",
+            "preprocess_ms",
+            "inference_ms",
+            "heatmap_ms",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "ai_result_confirmed",
+            "ai_result_review",
+        ]
+        read_only_fields = fields
+
+    def get_ai_result_confirmed(self, prediction: Prediction) -> bool:
+        return ai_review_of(prediction.image.study) == Agreement.AGREE
+
+    @extend_schema_field(serializers.ChoiceField(choices=AI_REVIEW_CHOICES))
+    def get_ai_result_review(self, prediction: Prediction) -> str:
+        return ai_review_of(prediction.image.study)
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    predictions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "kind",
+            "modality",
+            "view_position",
+            "body_part",
+            "rows",
+            "columns",
+            "bits_stored",
+            "number_of_frames",
+            "photometric_interpretation",
+            "pixel_spacing",
+            "patient_age_years",
+            "ai_eligibility",
+            "ai_eligibility_reason",
+            "file_state",
+            "created_at",
+            "predictions",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(PredictionSerializer(many=True))
+    def get_predictions(self, image: Image) -> list[dict]:
+        predictions = sorted(image.predictions.all(), key=lambda p: (not p.model_version.is_active, -p.pk))
+        for prediction in predictions:
+            prediction.image = image  # the study is already loaded on the image
+        return PredictionSerializer(predictions, many=True, context=self.context).data
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    reason = serializers.ChoiceField(choices=OverruleReason.choices, allow_blank=True, read_only=True)
+    radiologist = serializers.CharField(source="radiologist.signature_name", read_only=True)
+    model_version = ModelVersionSummarySerializer(read_only=True, allow_null=True)
+    report = serializers.CharField(source="report_text", read_only=True)
+    supersedes = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Review
+        fields = [
+            "id",
+            "study_id",
+            "version",
+            "finding",
+            "agreement",
+            "reason",
+            "report",
+            "radiologist",
+            "ai_label",
+            "ai_probability",
+            "model_version",
+            "amendment_reason",
+            "supersedes",
+            "signed_at",
+        ]
+        read_only_fields = fields
+
+
+class StudySerializer(serializers.ModelSerializer):
+    site = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    patient = PatientSummarySerializer(read_only=True)
+    claimed_by = serializers.SerializerMethodField()
+    image_count = serializers.SerializerMethodField()
+    finding = serializers.SerializerMethodField(help_text="The signed finding (latest version); null until signed")
+    ai_result_confirmed = serializers.SerializerMethodField(
+        help_text="False until a radiologist signed the study and agreed with the AI"
+    )
+    ai_result_review = serializers.SerializerMethodField(
+        help_text="'unconfirmed' until signed, then the signed reading's agreement with the AI"
+    )
+    ai_notice = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "site",
+            "patient",
+            "status",
+            "status_reason",
+            "priority",
+            "study_date",
+            "description",
+            "accession_number",
+            "received_at",
+            "ai_completed_at",
+            "reported_at",
+            "ai_probability",
+            "ai_flagged",
+            "ai_result_confirmed",
+            "ai_result_review",
+            "ai_notice",
+            "finding",
+            "claimed_by",
+            "image_count",
+        ]
+        read_only_fields = fields
+
+    def get_claimed_by(self, study: Study) -> str | None:
+        return study.claimed_by.signature_name if study.claimed_by_id else None
+
+    def get_image_count(self, study: Study) -> int:
+        count = getattr(study, "image_count", None)
+        return count if count is not None else study.images.count()
+
+    @extend_schema_field(serializers.ChoiceField(choices=Finding.choices, allow_null=True))
+    def get_finding(self, study: Study) -> str | None:
+        review = latest_review(study) if study.status == StudyStatus.REPORTED else None
+        return review.finding if review else None
+
+    def get_ai_result_confirmed(self, study: Study) -> bool:
+        return ai_review_of(study) == Agreement.AGREE
+
+    @extend_schema_field(serializers.ChoiceField(choices=AI_REVIEW_CHOICES))
+    def get_ai_result_review(self, study: Study) -> str:
+        return ai_review_of(study)
+
+    def get_ai_notice(self, study: Study) -> str:
+        return AI_NOTICE
+
+
+class WorklistStudySerializer(StudySerializer):
+    ai_outside_validated_use = serializers.BooleanField(source="ai_outside_use", read_only=True)
+    ai_outside_validated_use_reason = serializers.CharField(
+        source="ai_outside_use_reason", read_only=True, allow_null=True
+    )
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "ai_outside_validated_use", "ai_outside_validated_use_reason"]
+
+
+class WorklistFilterSerializer(serializers.Serializer):
+    """GET filters: no patient search here, since query strings reach access logs."""
+
+    status = serializers.MultipleChoiceField(
+        choices=[StudyStatus.AWAITING_REVIEW, StudyStatus.IN_REVIEW], required=False
+    )
+    priority = serializers.MultipleChoiceField(choices=Priority.choices, required=False)
+    site = serializers.CharField(required=False, help_text="Site code or id")
+    flagged = serializers.BooleanField(required=False, allow_null=True, default=None, help_text="AI flagged")
+    date_from = serializers.DateField(required=False, help_text="Study date (or day received) on or after")
+    date_to = serializers.DateField(required=False, help_text="Study date (or day received) on or before")
+
+
+class StudyDetailSerializer(StudySerializer):
+    images = ImageSerializer(many=True, read_only=True)
+    reviews = ReviewSerializer(many=True, read_only=True)
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "images", "reviews"]
+
+
+class StudyFilterSerializer(serializers.Serializer):
+    ORDERINGS = {
+        "received_at": ("received_at", "pk"),
+        "-received_at": ("-received_at", "-pk"),
+        "priority": ("priority_rank", "received_at", "pk"),
+        "-priority": ("-priority_rank", "-received_at", "-pk"),
+        "ai_probability": ("ai_probability", "pk"),
+        "-ai_probability": ("-ai_probability", "-pk"),
+        "study_date": ("study_date", "pk"),
+        "-study_date": ("-study_date", "-pk"),
+        "reported_at": ("reported_at", "pk"),
+        "-reported_at": ("-reported_at", "-pk"),
+    }
+
+    status = serializers.ChoiceField(choices=StudyStatus.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    site = serializers.CharField(required=False, help_text="Site code or id")
+    patient = serializers.IntegerField(required=False, min_value=1, help_text="The patient's API id")
+    flagged = serializers.BooleanField(required=False, allow_null=True, default=None, help_text="AI flagged")
+    received_from = serializers.DateField(required=False, help_text="Received on or after this date")
+    received_to = serializers.DateField(required=False, help_text="Received on or before this date")
+    ordering = serializers.ChoiceField(choices=list(ORDERINGS), required=False, default="-received_at")
+
+
+class UploadSerializer(serializers.Serializer):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True, use_url=False),
+        min_length=1,
+        help_text="DICOM files, zip files of them, or PNG/JPEG (these need patient_id)",
+    )
+    site = serializers.CharField(required=False, help_text="Site code or id; optional when you have one site")
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
+    batch = serializers.CharField(
+        max_length=64,
+        required=False,
+        default="",
+        help_text="Files sent in several requests with the same batch become one study per patient (PNG/JPEG)",
+    )
+    patient_id = serializers.CharField(max_length=64, required=False, default="")
+    patient_name = serializers.CharField(max_length=200, required=False, default="")
+    birth_date = serializers.DateField(required=False, allow_null=True, default=None)
+    sex = serializers.ChoiceField(choices=Sex.choices, required=False, default="")
+    study_description = serializers.CharField(max_length=200, required=False, default="")
+
+
+class FileOutcomeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["stored", "duplicate", "refused"])
+    reason = serializers.CharField(allow_blank=True)
+    study_id = serializers.IntegerField(allow_null=True)
+    image_id = serializers.IntegerField(allow_null=True)
+
+
+class UploadResultSerializer(serializers.Serializer):
+    files = FileOutcomeSerializer(many=True)
+    study_ids = serializers.ListField(child=serializers.IntegerField(), help_text="Studies that received new images")
+
+
+class StudyPredictionsSerializer(serializers.Serializer):
+    study_id = serializers.IntegerField()
+    predictions = PredictionSerializer(many=True)
+
+
+class ReadingSerializer(serializers.Serializer):
+    finding = serializers.ChoiceField(choices=Finding.choices)
+    reason = serializers.ChoiceField(
+        choices=OverruleReason.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Required when the finding overrules the AI",
+    )
+    report = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+
+
+class AmendmentSerializer(ReadingSerializer):
+    amendment_reason = serializers.CharField(max_length=2000)
+
+
+# --- Heatmaps ------------------------------------------------------------------------------
+
+
+class ColourMapSerializer(serializers.Serializer):
+    stops = serializers.ListField(
+        child=serializers.ListField(child=serializers.JSONField()),
+        help_text="[position in 0..1, [r, g, b]] pairs",
+    )
+    alpha = serializers.DictField(child=serializers.FloatField())
+
+
+class HeatmapSerializer(serializers.Serializer):
+    prediction_id = serializers.IntegerField()
+    image_id = serializers.IntegerField()
+    rows = serializers.IntegerField()
+    columns = serializers.IntegerField()
+    values = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()))
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+    interpolation = serializers.CharField()
+    scale_note = serializers.CharField()
+    heatmap_scale = serializers.FloatField()
+    model_version = serializers.CharField()
+    colour_map = ColourMapSerializer()
+    ai_result_confirmed = serializers.BooleanField()
+    ai_notice = serializers.CharField()
+
+
+class RenderParamsSerializer(serializers.Serializer):
+    # Stored values are at most 16-bit, or Hounsfield units after rescaling: wider windows mean nothing.
+    max_size = serializers.IntegerField(required=False, min_value=16, max_value=4096, help_text="Longest side")
+    center = serializers.FloatField(
+        required=False, min_value=-100_000, max_value=100_000, help_text="Window centre (default: the image's own)"
+    )
+    width = serializers.FloatField(required=False, min_value=1, max_value=200_000, help_text="Window width")
+
+
+class HeatmapParamsSerializer(serializers.Serializer):
+    size = serializers.IntegerField(required=False, min_value=16, max_value=2048, help_text="Longest side")
+
+
+# --- Models, stats, audit ----------------------------------------------------------------
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    # Declared so that the one-active-model constraint is not checked here: activating one
+    # deactivates the other (model_version_activate), behind the parity gate.
+    is_active = serializers.BooleanField(required=False, default=False)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "version",
+            "description",
+            "source_path",
+            "sha256",
+            "threshold",
+            "is_active",
+            "intended_use",
+            "intended_min_age_years",
+            "intended_max_age_years",
+            "intended_view",
+            "input_size",
+            "preprocessing_version",
+            "converted_sha256",
+            "parity_max_diff",
+            "parity_passed",
+            "created_at",
+            "converted_at",
+        ]
+        read_only_fields = [
+            "input_size",
+            "preprocessing_version",
+            "converted_sha256",
+            "parity_max_diff",
+            "parity_passed",
+            "created_at",
+            "converted_at",
+        ]
+        extra_kwargs = {"threshold": {"min_value": 0.0, "max_value": 1.0}}
+
+    def validate_sha256(self, value: str) -> str:
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise serializers.ValidationError("Give the file's sha256 as 64 hexadecimal characters.")
+        return value
+
+
+class ConfusionMatrixSerializer(serializers.Serializer):
+    tp = serializers.IntegerField()
+    fp = serializers.IntegerField()
+    fn = serializers.IntegerField()
+    tn = serializers.IntegerField()
+
+
+class AgreementSerializer(serializers.Serializer):
+    model_version = serializers.CharField()
+    model_version_id = serializers.IntegerField()
+    is_active = serializers.BooleanField()
+    threshold = serializers.FloatField()
+    n = serializers.IntegerField(help_text="Signed readings with an AI result, indeterminate ones excluded")
+    agreed = serializers.IntegerField()
+    overruled = serializers.IntegerField()
+    indeterminate = serializers.IntegerField()
+    confusion_matrix = ConfusionMatrixSerializer(help_text="The radiologist's finding is the reference")
+    sensitivity = serializers.FloatField(allow_null=True)
+    specificity = serializers.FloatField(allow_null=True)
+    ppv = serializers.FloatField(allow_null=True)
+    npv = serializers.FloatField(allow_null=True)
+    kappa = serializers.FloatField(allow_null=True)
+    overrule_reasons = serializers.DictField(child=serializers.IntegerField())
+
+
+class DayCountSerializer(serializers.Serializer):
+    date = serializers.DateField()
+    count = serializers.IntegerField()
+
+
+class QueueSerializer(serializers.Serializer):
+    ai_pending = serializers.IntegerField()
+    received = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    analyzing = serializers.IntegerField()
+    awaiting_review = serializers.IntegerField()
+    in_review = serializers.IntegerField()
+    broker = serializers.IntegerField(
+        allow_null=True, help_text="Messages waiting for a worker; null when Redis is down"
+    )
+
+
+class DurationSerializer(serializers.Serializer):
+    median_s = serializers.FloatField(allow_null=True)
+    p90_s = serializers.FloatField(allow_null=True)
+    n = serializers.IntegerField()
+
+
+class TurnaroundSerializer(serializers.Serializer):
+    upload_to_ai = DurationSerializer()
+    ai_to_signature = DurationSerializer()
+
+
+class StatsSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    since = serializers.DateField()
+    received_per_day = DayCountSerializer(many=True)
+    reported_per_day = DayCountSerializer(many=True)
+    queue_length = QueueSerializer()
+    turnaround = TurnaroundSerializer()
+    agreement = AgreementSerializer(many=True)
+    reviews_without_ai = serializers.IntegerField()
+
+
+class StatsParamsSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=366, default=30)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    site = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "user",
+            "username",
+            "action",
+            "object_type",
+            "object_id",
+            "site",
+            "ip_address",
+            "detail",
+        ]
+        read_only_fields = fields
+
+
+class AuditFilterSerializer(serializers.Serializer):
+    action = serializers.CharField(required=False, max_length=48)
+    user = serializers.CharField(required=False, max_length=150, help_text="Username or user id")
+    date_from = serializers.DateField(required=False, help_text="On or after this date")
+    date_to = serializers.DateField(required=False, help_text="On or before this date")
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send as 'Authorization: Token <token>'")
+    expires = serializers.DateTimeField()
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class PatientSearchResultSerializer(serializers.Serializer):
+    results = PatientSerializer(many=True)
+    truncated = serializers.BooleanField(help_text="More patients matched: refine the query")

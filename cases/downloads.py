@@ -1,0 +1,38 @@
+"""Handing stored files to the client after the caller checked access.
+
+Behind nginx, ``PNEUMO_SENDFILE_HEADER=X-Accel-Redirect`` lets the web server
+send the bytes from an internal location; otherwise Django streams them.
+Either way the file is an attachment with nosniff, never rendered inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse
+
+from cases.models import Image
+
+CONTENT_TYPES = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg"}
+
+
+def download_name(image: Image) -> str:
+    ext = PurePosixPath(image.file.name).suffix or ".bin"
+    return f"image-{image.pk}{ext}"  # no patient data in file names
+
+
+def file_response(image: Image) -> HttpResponse:
+    content_type = CONTENT_TYPES.get(image.kind, "application/octet-stream")
+    if settings.PNEUMO_SENDFILE_HEADER:
+        response = HttpResponse(content_type=content_type)
+        response[settings.PNEUMO_SENDFILE_HEADER] = settings.PNEUMO_SENDFILE_PREFIX + image.file.name
+    else:
+        if not default_storage.exists(image.file.name):
+            raise Http404("The stored file is missing")
+        response = FileResponse(default_storage.open(image.file.name, "rb"), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{download_name(image)}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -1,0 +1,138 @@
+"""Whether an image may go to the pneumonia model, decided from its metadata alone.
+
+Three outcomes:
+
+* ``not_eligible``: never sent to the model (not a radiograph, not the chest,
+  a lateral view, a multi-frame object);
+* ``outside_validated_use``: run, but flagged, because the model was only
+  validated on frontal AP chest radiographs of 1 to 5 year olds and this image
+  is outside that, or does not say;
+* ``eligible``: inside the validated use.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from .types import ImageMetadata
+
+EligibilityStatus = Literal["eligible", "outside_validated_use", "not_eligible"]
+
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
+SECONDARY_CAPTURE_MODALITIES = frozenset({"SC", "OT"})
+SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+# CR, DX for presentation, DX for processing: a file missing its Modality still names its class.
+RADIOGRAPH_SOP_CLASSES = frozenset(
+    {"1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1"}
+)
+# Chest as BodyPartExamined is written across vendors and languages.
+CHEST_TERMS = frozenset(
+    {"CHEST", "THORAX", "THORACIC", "TORAX", "TORACE", "TORACICO", "LUNG", "LUNGS", "PECHO", "BRUST", "BRUSTKORB"}
+    | {"POUMON", "POUMONS", "PULMON", "PULMONES", "THX"}
+)
+LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLAT", "RLAT", "XTABLE", "CROSSTABLE"})
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    status: EligibilityStatus
+    reason: str  # human sentences (without semicolons) joined with "; ", empty when eligible
+
+    @property
+    def runs_model(self) -> bool:
+        return self.status != "not_eligible"
+
+
+def assess_eligibility(
+    meta: ImageMetadata,
+    *,
+    intended_min_age: float = 1.0,
+    intended_max_age: float = 5.0,
+    intended_view: str = "AP",
+) -> Eligibility:
+    blocking = [r for r in (_modality_problem(meta), _body_part_problem(meta), _lateral_problem(meta)) if r]
+    blocking += ["It is a multi-frame object, not a single radiograph"] if meta.is_multiframe else []
+    if blocking:
+        return Eligibility("not_eligible", "; ".join(blocking))
+    caveats = [_age_caveat(meta.age_years, intended_min_age, intended_max_age), *_tag_caveats(meta)]
+    caveats += [_view_caveat(meta.view_position, intended_view)]
+    caveats = [c for c in caveats if c]
+    return Eligibility("outside_validated_use", "; ".join(caveats)) if caveats else Eligibility("eligible", "")
+
+
+def _modality_problem(meta: ImageMetadata) -> str | None:
+    if meta.kind != "dicom" or meta.modality in RADIOGRAPH_MODALITIES or _is_secondary_capture(meta):
+        return None
+    if meta.modality is None and meta.sop_class_uid in RADIOGRAPH_SOP_CLASSES:
+        return None
+    if meta.modality is None:
+        return "The file does not say which modality produced it, so it cannot be confirmed as a radiograph"
+    return f"Modality {meta.modality} is not a radiograph (CR, DX or secondary capture)"
+
+
+def _is_secondary_capture(meta: ImageMetadata) -> bool:
+    sc_class = (meta.sop_class_uid or "").startswith(SECONDARY_CAPTURE_SOP_PREFIX)
+    return meta.modality == "SC" or (sc_class and meta.modality in (None, *SECONDARY_CAPTURE_MODALITIES))
+
+
+def _body_part_problem(meta: ImageMetadata) -> str | None:
+    if not meta.body_part or is_chest(meta.body_part):
+        return None
+    return f"Body part is {meta.body_part}, not the chest"
+
+
+def is_chest(body_part: str) -> bool:
+    return bool(_tokens(body_part) & CHEST_TERMS) or _squashed(body_part) in CHEST_TERMS
+
+
+def _lateral_problem(meta: ImageMetadata) -> str | None:
+    if not meta.view_position or not is_lateral(meta.view_position):
+        return None
+    return f"View {meta.view_position} is a lateral view, and the model reads frontal views only"
+
+
+def is_lateral(view: str) -> bool:
+    return bool(_tokens(view) & LATERAL_VIEWS) or _squashed(view) in LATERAL_VIEWS
+
+
+def _age_caveat(age_years: float | None, low: float, high: float) -> str | None:
+    if age_years is None:
+        return "Patient age is unknown"
+    if low <= age_years <= high:
+        return None
+    return f"Patient is {describe_age(age_years)} old, outside the validated ages of {low:g} to {high:g} years"
+
+
+def describe_age(age_years: float) -> str:
+    if age_years < 2:
+        months = round(age_years * 12)
+        return f"{months} month{'s' if months != 1 else ''}"
+    return f"{age_years:.0f} years" if age_years >= 10 else f"{age_years:.1f}".removesuffix(".0") + " years"
+
+
+def _tag_caveats(meta: ImageMetadata) -> list[str]:
+    caveats = [] if meta.body_part else ["Body part is not recorded"]
+    return caveats + ([] if meta.view_position else ["View position is not recorded"])
+
+
+def _view_caveat(view: str | None, intended_view: str) -> str | None:
+    if not view or intended_view.upper() in _tokens(view):
+        return None
+    return f"View {view} is not the validated {intended_view} view"
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.split(r"[^A-Z0-9]+", _ascii_upper(text))) - {""}
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "", _ascii_upper(text))
+
+
+def _ascii_upper(text: str) -> str:
+    # "Tórax" and "TORAX" are the same body part.
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).upper()

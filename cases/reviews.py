@@ -1,0 +1,243 @@
+"""Reading and signing (services): claim, release, sign and amend a study.
+
+Every step locks the study's row, so two radiologists never sign the same
+study at once; the server, not the client, derives agreement with the AI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from cases.audit import audit_record
+from cases.models import Agreement, FileState, Finding, OverruleReason, Review, Study, User
+from cases.selectors import studies_for_user, user_can_review
+from cases.services import study_transition
+from cases.states import StudyStatus
+
+S = StudyStatus
+
+
+class ReviewError(Exception):
+    """A refused reading action; ``code`` maps to an HTTP status at the edges."""
+
+    def __init__(self, message: str, code: str = "invalid", field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code  # invalid | conflict | forbidden
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ReadingInput:
+    finding: str
+    reason: str = ""
+    report: str = ""
+
+
+def _locked_study(study_id: int, user: User) -> Study:
+    """The study, row-locked, if the user may read it (404 otherwise, as everywhere)."""
+    from django.shortcuts import get_object_or_404
+
+    return get_object_or_404(studies_for_user(user=user).select_for_update(of=("self",)), pk=study_id)
+
+
+def _require_radiologist(user: User) -> None:
+    if not user_can_review(user=user):
+        raise ReviewError("Only radiologists can read and sign studies.", "forbidden")
+
+
+def claim_is_live(study: Study) -> bool:
+    if study.status != S.IN_REVIEW or study.claimed_by_id is None or study.claim_seen_at is None:
+        return False
+    return study.claim_seen_at >= timezone.now() - timedelta(seconds=settings.PNEUMO_CLAIM_IDLE_SECONDS)
+
+
+def _claimed_by_other(study: Study, user: User) -> bool:
+    return claim_is_live(study) and study.claimed_by_id != user.pk
+
+
+def _conflict(study: Study) -> ReviewError:
+    return ReviewError(f"In review by {study.claimed_by.signature_name}.", "conflict")
+
+
+def study_claim(*, study_id: int, user: User, request: HttpRequest | None = None) -> Study:
+    """Open a study for reading: it becomes ``in_review`` by ``user`` for everyone else."""
+    _require_radiologist(user)
+    with transaction.atomic():
+        study = _locked_study(study_id, user)
+        if study.status not in (S.AWAITING_REVIEW, S.IN_REVIEW):
+            raise ReviewError(f"A {study.get_status_display().lower()} study cannot be claimed.", "conflict")
+        if _claimed_by_other(study, user):
+            raise _conflict(study)
+        now = timezone.now()
+        if study.status == S.IN_REVIEW and study.claimed_by_id != user.pk:
+            study_transition(study=study, target=S.AWAITING_REVIEW)  # a lapsed claim is taken over
+        study_transition(study=study, target=S.IN_REVIEW)
+        fresh = study.claimed_by_id != user.pk
+        study.claimed_by, study.claim_seen_at = user, now
+        study.claimed_at = now if fresh or study.claimed_at is None else study.claimed_at
+        study.save(update_fields=["claimed_by", "claimed_at", "claim_seen_at", "updated_at"])
+        if fresh:
+            audit_record(action="claim", user=user, obj=study, request=request)
+    return study
+
+
+def study_claim_touch(*, study_id: int, user: User) -> bool:
+    """The reader is still at work: keep the claim alive."""
+    return bool(
+        Study.objects.filter(pk=study_id, status=S.IN_REVIEW, claimed_by=user).update(claim_seen_at=timezone.now())
+    )
+
+
+def _claim_clear(study: Study) -> None:
+    study.claimed_by = study.claimed_at = study.claim_seen_at = None
+    study.save(update_fields=["claimed_by", "claimed_at", "claim_seen_at", "updated_at"])
+
+
+def study_release(*, study_id: int, user: User, request: HttpRequest | None = None) -> Study:
+    """Give a claimed study back to the worklist (cancel)."""
+    with transaction.atomic():
+        study = _locked_study(study_id, user)
+        if study.status != S.IN_REVIEW:
+            return study
+        if study.claimed_by_id != user.pk and not user.is_staff and claim_is_live(study):
+            raise _conflict(study)
+        study_transition(study=study, target=S.AWAITING_REVIEW)
+        _claim_clear(study)
+        audit_record(action="release", user=user, obj=study, request=request)
+    return study
+
+
+def claims_expire() -> int:
+    """Release claims whose reader has been idle longer than the claim timeout."""
+    cutoff = timezone.now() - timedelta(seconds=settings.PNEUMO_CLAIM_IDLE_SECONDS)
+    ids = list(Study.objects.filter(status=S.IN_REVIEW, claim_seen_at__lt=cutoff).values_list("pk", flat=True))
+    for study_id in ids:
+        with transaction.atomic():
+            study = Study.objects.select_for_update().get(pk=study_id)
+            if study.status == S.IN_REVIEW and not claim_is_live(study):
+                study_transition(study=study, target=S.AWAITING_REVIEW)
+                _claim_clear(study)
+                audit_record(action="claim_expired", obj=study)
+    return len(ids)
+
+
+def ai_label_of(study: Study) -> str:
+    """``pneumonia`` / ``normal`` from the active model's result, or "" when there is none."""
+    if study.ai_probability is None:
+        return ""
+    return "pneumonia" if study.ai_flagged else "normal"
+
+
+def agreement_of(finding: str, ai_label: str) -> str:
+    if not ai_label:
+        return Agreement.NO_AI
+    if finding == Finding.INDETERMINATE:
+        return Agreement.INDETERMINATE
+    agrees = (finding == Finding.PNEUMONIA) == (ai_label == "pneumonia")
+    return Agreement.AGREE if agrees else Agreement.DISAGREE
+
+
+def _validate(reading: ReadingInput, agreement: str) -> str:
+    if reading.finding not in Finding.values:
+        raise ReviewError("Choose a finding: pneumonia, no pneumonia or indeterminate.", field="finding")
+    if agreement != Agreement.DISAGREE:
+        return ""
+    if reading.reason not in OverruleReason.values:
+        raise ReviewError("Your finding overrules the AI: give a reason.", field="reason")
+    return reading.reason
+
+
+def _files_intact(study: Study) -> None:
+    if study.images.exclude(file_state=FileState.OK).exists():
+        raise ReviewError(
+            "An image file of this study changed or went missing; an admin must resolve it first.", "conflict"
+        )
+
+
+def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> Review:
+    from inference.registry import active_model_version
+
+    ai_label = ai_label_of(study)
+    agreement = agreement_of(reading.finding, ai_label)
+    return Review.objects.create(
+        study=study,
+        radiologist=user,
+        finding=reading.finding,
+        ai_label=ai_label,
+        ai_probability=study.ai_probability,
+        model_version=active_model_version() if ai_label else None,
+        agreement=agreement,
+        reason=_validate(reading, agreement),
+        report_text=reading.report.strip(),
+        signed_at=timezone.now(),
+        **extra,
+    )
+
+
+def review_sign(*, study_id: int, user: User, reading: ReadingInput, request: HttpRequest | None = None) -> Review:
+    """Sign the final finding: the study becomes ``reported`` and the review is frozen."""
+    _require_radiologist(user)
+    with transaction.atomic():
+        study = _locked_study(study_id, user)
+        if study.status == S.REPORTED:
+            raise ReviewError("This study is already signed; amend it instead.", "conflict")
+        if study.status not in (S.AWAITING_REVIEW, S.IN_REVIEW):
+            raise ReviewError("The AI has not finished with this study yet.", "conflict")
+        if _claimed_by_other(study, user):
+            raise _conflict(study)
+        _files_intact(study)
+        review = _review_create(study, user, reading)
+        if study.status == S.AWAITING_REVIEW:
+            study_transition(study=study, target=S.IN_REVIEW)
+        study_transition(study=study, target=S.REPORTED)
+        _claim_clear(study)
+        audit_record(
+            action="sign",
+            user=user,
+            obj=review,
+            site=study.site,
+            request=request,
+            study_id=study.pk,
+            agreement=review.agreement,
+        )
+    return review
+
+
+def review_amend(
+    *, study_id: int, user: User, reading: ReadingInput, amendment_reason: str, request: HttpRequest | None = None
+) -> Review:
+    """Add a new signed version; the earlier one stays readable."""
+    _require_radiologist(user)
+    if not amendment_reason.strip():
+        raise ReviewError("Say why the report is amended.", field="amendment_reason")
+    with transaction.atomic():
+        study = _locked_study(study_id, user)
+        previous = study.reviews.order_by("-version").first()
+        if study.status != S.REPORTED or previous is None:
+            raise ReviewError("Only a signed study can be amended.", "conflict")
+        _files_intact(study)
+        review = _review_create(
+            study,
+            user,
+            reading,
+            version=previous.version + 1,
+            amendment_reason=amendment_reason.strip(),
+            supersedes=previous,
+        )
+        audit_record(
+            action="amend",
+            user=user,
+            obj=review,
+            site=study.site,
+            request=request,
+            study_id=study.pk,
+            version=review.version,
+        )
+    return review

@@ -1,0 +1,493 @@
+"""Reading pages: the worklist, the study page and its viewer, signing, the printable report,
+the dashboard, and the image renders they show.
+
+Every view fetches what it shows through a selector first (another site's
+study is a 404) and calls one service for what it changes. Patient data never
+travels in a URL: the worklist search is POSTed and kept in the session.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cases import rendering, reviews, selectors
+from cases.audit import audit_record
+from cases.models import Finding, Image, OverruleReason, Priority, Study, User
+from cases.reviews import ReadingInput, ReviewError
+from cases.states import REVIEWABLE, StudyStatus
+from cases.stats import daily_chart, dashboard_stats
+from cases.worklist import (
+    DEFAULT_PAGE_SIZE,
+    PAGE_SIZES,
+    WorklistFilters,
+    lane_counts,
+    waiting_text,
+    worklist_alerts,
+    worklist_for_user,
+    worklist_row,
+)
+from inference.models import Prediction, PredictionStatus
+from inference.registry import active_model_version
+
+FILTERS_SESSION_KEY = "pneumo_worklist_filters"
+ERROR_STATUS = {"invalid": 400, "forbidden": 403, "conflict": 409}
+POLL_SECONDS = 5
+TOUCH_SECONDS = 60
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- Worklist ---------------------------------------------------------------------------
+
+
+class WorklistFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        choices=[("", "Any status")] + [(s.value, s.label) for s in StudyStatus if s in REVIEWABLE], required=False
+    )
+    site = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+    priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
+    flagged = forms.ChoiceField(choices=[("", "AI: any"), ("yes", "AI-flagged"), ("no", "Not flagged")], required=False)
+    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    search = forms.CharField(max_length=100, required=False, strip=True)
+    per_page = forms.TypedChoiceField(
+        coerce=int, choices=[(n, f"{n} per page") for n in PAGE_SIZES], initial=DEFAULT_PAGE_SIZE, required=False
+    )
+
+    def __init__(self, *args, sites, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["site"].choices = [("", "All my sites")] + [(s.pk, s.code) for s in sites]
+
+    def worklist_filters(self) -> WorklistFilters:
+        data = self.cleaned_data if self.is_valid() else {}
+        flagged = {"yes": True, "no": False}.get(data.get("flagged") or "")
+        return WorklistFilters(
+            statuses=(data["status"],) if data.get("status") else (),
+            site_ids=(data["site"],) if data.get("site") else (),
+            priorities=(data["priority"],) if data.get("priority") else (),
+            flagged=flagged,
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            search=data.get("search") or "",
+        )
+
+    def page_size(self) -> int:
+        return (self.cleaned_data.get("per_page") if self.is_valid() else None) or DEFAULT_PAGE_SIZE
+
+
+def _worklist_allowed(user: User) -> None:
+    if not (user.is_radiologist or user.is_staff):
+        raise PermissionDenied("The worklist is for radiologists and admins.")
+
+
+def _filter_form(request: HttpRequest, data: dict | None = None) -> WorklistFilterForm:
+    if data is None:
+        data = {"per_page": str(DEFAULT_PAGE_SIZE)} | request.session.get(FILTERS_SESSION_KEY, {})
+    return WorklistFilterForm(data, sites=list(selectors.sites_for_user(user=request.user)))
+
+
+def _worklist_page(request: HttpRequest, form: WorklistFilterForm) -> tuple[Page, list]:
+    studies = worklist_for_user(user=request.user, filters=form.worklist_filters())
+    page = Paginator(studies, form.page_size()).get_page(request.GET.get("page"))
+    now = timezone.now()
+    return page, [worklist_row(study, now=now) for study in page]
+
+
+def _rows_context(form: WorklistFilterForm, rows: list) -> dict:
+    model = active_model_version()
+    return {
+        "rows": rows,
+        "threshold_pct": round(model.threshold * 100) if model else None,
+        "sites_count": len(form.fields["site"].choices) - 1,
+        "filters_active": form.worklist_filters().active,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def worklist(request: HttpRequest) -> HttpResponse:
+    _worklist_allowed(request.user)
+    if request.method == "POST":
+        return _worklist_filters_save(request)
+    form = _filter_form(request)
+    page, rows = _worklist_page(request, form)
+    audit_record(action="view_worklist", user=request.user, request=request, page=page.number)
+    context = _rows_context(form, rows) | {
+        "form": form,
+        "page": page,
+        "lanes": lane_counts(user=request.user),
+        "poll_seconds": POLL_SECONDS,
+        "now": timezone.now(),
+        "alerts_enabled": request.user.is_radiologist,
+    }
+    return _no_store(render(request, "reading/worklist.html", context))
+
+
+def _worklist_filters_save(request: HttpRequest) -> HttpResponse:
+    """Post/redirect/get: the filters, search words included, stay in the session, never in a URL."""
+    if "clear" in request.POST:
+        request.session.pop(FILTERS_SESSION_KEY, None)
+        return redirect("worklist")
+    form = _filter_form(request, request.POST)
+    if form.is_valid():
+        request.session[FILTERS_SESSION_KEY] = {k: v for k, v in request.POST.items() if k in form.fields}
+    else:
+        messages.error(request, "Some filters were not understood and were left out.")
+    return redirect("worklist")
+
+
+@login_required
+@require_GET
+@never_cache
+def worklist_rows(request: HttpRequest) -> JsonResponse:
+    """Polled by the worklist page (as a background request): fresh rows, lane counts and alerts."""
+    _worklist_allowed(request.user)
+    form = _filter_form(request)
+    page, rows = _worklist_page(request, form)
+    now = timezone.now()
+    since = parse_datetime(request.GET.get("since", "")) or now
+    alerts = worklist_alerts(user=request.user, since=since) if request.user.is_radiologist else []
+    html = render_to_string("reading/_worklist_rows.html", _rows_context(form, rows), request=request)
+    return JsonResponse(
+        {
+            "html": html,
+            "lanes": lane_counts(user=request.user),
+            "count": page.paginator.count,
+            "page": page.number,
+            "num_pages": page.paginator.num_pages,
+            "now": now.isoformat(),
+            "ids": [row.study.pk for row in rows],
+            "alerts": [_alert_json(study) for study in alerts],
+        }
+    )
+
+
+def _alert_json(study: Study) -> dict:
+    return {
+        "id": study.pk,
+        "priority": study.priority,
+        "priority_display": study.get_priority_display(),
+        "probability": study.ai_probability,
+        "site": study.site.code,
+        "patient_id": study.patient.patient_id,
+        "patient_name": study.patient.name,
+        "url": f"/studies/{study.pk}/",
+    }
+
+
+# --- Study page, reading and signing ---------------------------------------------------------
+
+
+def _claim_on_open(request: HttpRequest, study: Study) -> tuple[Study, ReviewError | None]:
+    """Opening a reviewable study as a radiologist claims it; someone else's live claim is shown instead."""
+    if not selectors.user_can_review(user=request.user) or study.status not in REVIEWABLE:
+        return study, None
+    try:
+        return reviews.study_claim(study_id=study.pk, user=request.user, request=request), None
+    except ReviewError as error:
+        return study, error
+
+
+@login_required
+@require_GET
+@never_cache
+def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    study, claim_error = _claim_on_open(request, study)
+    audit_record(action="view_study", user=request.user, obj=study, request=request)
+    return _no_store(render(request, "reading/study.html", _study_context(request, study, claim_error=claim_error)))
+
+
+def _predictions_by_image(study: Study) -> dict[int, Prediction]:
+    """Each image's result from the active model, else its newest, in one query."""
+    chosen: dict[int, Prediction] = {}
+    rows = Prediction.objects.filter(image__study=study).select_related("model_version").order_by("-created_at")
+    for prediction in rows:
+        current = chosen.get(prediction.image_id)
+        if current is None or (prediction.model_version.is_active and not current.model_version.is_active):
+            chosen[prediction.image_id] = prediction
+    return chosen
+
+
+def _priors(request: HttpRequest, study: Study) -> list[Study]:
+    return list(
+        selectors.study_rows_for_user(user=request.user).filter(patient_id=study.patient_id).exclude(pk=study.pk)[:20]
+    )
+
+
+def _study_context(
+    request: HttpRequest,
+    study: Study,
+    *,
+    claim_error: ReviewError | None = None,
+    reading: ReadingInput | None = None,
+    error: ReviewError | None = None,
+    amendment_reason: str = "",
+) -> dict:
+    user = request.user
+    predictions = _predictions_by_image(study)
+    images = [{"image": image, "prediction": predictions.get(image.pk)} for image in study.images.all()]
+    history = list(selectors.reviews_for_study(study=study))
+    can_review = selectors.user_can_review(user=user)
+    mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
+    by_other = study.status == StudyStatus.IN_REVIEW and not mine and reviews.claim_is_live(study)
+    return {
+        "study": study,
+        "patient": study.patient,
+        "images": images,
+        "first": images[0] if images else None,
+        "history": history,
+        "latest": history[-1] if history else None,
+        "priors": _priors(request, study),
+        "ai_label": reviews.ai_label_of(study),
+        "active_model": active_model_version(),
+        "can_review": can_review,
+        "claimed_by_me": mine,
+        "claim_error": claim_error,
+        "claimed_by_other": by_other,
+        "can_sign": can_review and study.status in REVIEWABLE and claim_error is None and not by_other,
+        "can_amend": can_review and study.status == StudyStatus.REPORTED and bool(history),
+        "can_release": study.status == StudyStatus.IN_REVIEW and (mine or user.is_staff),
+        "reading": reading or ReadingInput(finding=""),
+        "error": error,
+        "amendment_reason": amendment_reason,
+        "findings": Finding.choices,
+        "reasons": OverruleReason.choices,
+        "touch_seconds": TOUCH_SECONDS,
+        "age_years": worklist_row(study, now=timezone.now()).age_years,
+        "succeeded": PredictionStatus.SUCCEEDED,
+    }
+
+
+def _reading_input(request: HttpRequest) -> ReadingInput:
+    post = request.POST
+    return ReadingInput(
+        finding=post.get("finding", ""), reason=post.get("reason", ""), report=post.get("report", "")[:20000]
+    )
+
+
+def _reading_refused(
+    request: HttpRequest, study: Study, error: ReviewError, reading: ReadingInput, amendment_reason: str = ""
+) -> HttpResponse:
+    status = ERROR_STATUS.get(error.code, 400)
+    if _wants_json(request):
+        return JsonResponse({"detail": error.message, "code": error.code, "field": error.field}, status=status)
+    study.refresh_from_db()
+    context = _study_context(request, study, reading=reading, error=error, amendment_reason=amendment_reason)
+    return render(request, "reading/study.html", context, status=status)
+
+
+@login_required
+@require_POST
+def study_sign(request: HttpRequest, pk: int) -> HttpResponse:
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    reading = _reading_input(request)
+    try:
+        review = reviews.review_sign(study_id=study.pk, user=request.user, reading=reading, request=request)
+    except ReviewError as error:
+        return _reading_refused(request, study, error, reading)
+    if _wants_json(request):
+        return JsonResponse({"review_id": review.pk, "version": review.version, "agreement": review.agreement})
+    messages.success(request, f"Signed: {review.get_finding_display()}. The study is reported.")
+    return redirect("study_detail", pk=study.pk)
+
+
+@login_required
+@require_POST
+def study_amend(request: HttpRequest, pk: int) -> HttpResponse:
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    reading, why = _reading_input(request), request.POST.get("amendment_reason", "")[:2000]
+    try:
+        review = reviews.review_amend(
+            study_id=study.pk, user=request.user, reading=reading, amendment_reason=why, request=request
+        )
+    except ReviewError as error:
+        return _reading_refused(request, study, error, reading, amendment_reason=why)
+    if _wants_json(request):
+        return JsonResponse({"review_id": review.pk, "version": review.version, "agreement": review.agreement})
+    messages.success(request, f"Amendment signed (version {review.version}); earlier versions stay on record.")
+    return redirect("study_detail", pk=study.pk)
+
+
+@login_required
+@require_POST
+def study_release(request: HttpRequest, pk: int) -> HttpResponse:
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    try:
+        study = reviews.study_release(study_id=study.pk, user=request.user, request=request)
+    except ReviewError as error:
+        if _wants_json(request):
+            return JsonResponse({"detail": error.message, "code": error.code}, status=ERROR_STATUS[error.code])
+        messages.error(request, error.message)
+        return redirect("study_detail", pk=study.pk)
+    if _wants_json(request):
+        return JsonResponse({"status": study.status})
+    messages.info(request, "Study released back to the worklist.")
+    return redirect("worklist" if request.user.is_radiologist or request.user.is_staff else "studies")
+
+
+@login_required
+@require_POST
+def study_claim_touch(request: HttpRequest, pk: int) -> JsonResponse:
+    """The reader is still working (sent on interaction, at most once a minute)."""
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    kept = reviews.study_claim_touch(study_id=study.pk, user=request.user)
+    study.refresh_from_db(fields=["status", "claimed_by"])
+    claimed_by = study.claimed_by.signature_name if study.claimed_by else None
+    return JsonResponse(
+        {"claimed": kept, "status": study.status, "claimed_by": claimed_by}, status=200 if kept else 409
+    )
+
+
+@login_required
+@require_GET
+@never_cache
+def study_report(request: HttpRequest, pk: int) -> HttpResponse:
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    audit_record(action="view_report", user=request.user, obj=study, request=request)
+    context = _study_context(request, study) | {"printed_at": timezone.now()}
+    return _no_store(render(request, "reading/report.html", context))
+
+
+# --- Image renders (the viewer, thumbnails, the report) ----------------------------------------
+
+
+def _viewable_image(request: HttpRequest, pk: int, what: str) -> Image:
+    image = selectors.image_for_user(user=request.user, pk=pk)
+    audit_record(action="view_image", user=request.user, obj=image, request=request, rendering=what)
+    return image
+
+
+def _number(request: HttpRequest, name: str) -> float | None:
+    try:
+        value = float(request.GET[name])
+    except (KeyError, ValueError):
+        return None
+    return value if value == value and abs(value) < 1e9 else None  # value == value: not NaN
+
+
+def _png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    return _no_store(response)
+
+
+@login_required
+@require_GET
+def image_pixels(request: HttpRequest, pk: int) -> HttpResponse:
+    """Raw little-endian uint16 display values for the viewer; size, offset and window in headers."""
+    image = _viewable_image(request, pk, "pixels")
+    try:
+        data, meta = rendering.image_source_pixels(image)
+    except rendering.RenderUnavailable as exc:
+        raise Http404(str(exc)) from exc
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    response = HttpResponse(rendering.gzip_bytes(data) if gzipped else data, content_type="application/octet-stream")
+    if gzipped:
+        response["Content-Encoding"] = "gzip"
+    for key, value in meta.items():
+        response[f"X-Pneumo-{key.replace('_', '-').title()}"] = str(value)
+    return _no_store(response)
+
+
+@login_required
+@require_GET
+def image_render(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _viewable_image(request, pk, "render")
+    size = _number(request, "max_size")
+    try:
+        png = rendering.render_image_png(
+            image,
+            max_size=int(size) if size else None,
+            center=_number(request, "center"),
+            width=_number(request, "width"),
+        )
+    except rendering.RenderUnavailable as exc:
+        raise Http404(str(exc)) from exc
+    return _png(png)
+
+
+def _image_prediction(request: HttpRequest, pk: int, what: str) -> Prediction:
+    image = _viewable_image(request, pk, what)
+    prediction = _predictions_by_image(image.study).get(image.pk)
+    if prediction is None or prediction.status != PredictionStatus.SUCCEEDED or not prediction.heatmap:
+        raise Http404("This image has no AI heatmap.")
+    return prediction
+
+
+@login_required
+@require_GET
+def image_heatmap(request: HttpRequest, pk: int) -> HttpResponse:
+    prediction = _image_prediction(request, pk, "heatmap")
+    size = _number(request, "size")
+    try:
+        return _png(rendering.heatmap_overlay_png(prediction, size=int(size) if size else None))
+    except rendering.RenderUnavailable as exc:
+        raise Http404(str(exc)) from exc
+
+
+@login_required
+@require_GET
+def image_heatmap_json(request: HttpRequest, pk: int) -> JsonResponse:
+    prediction = _image_prediction(request, pk, "heatmap_json")
+    try:
+        return _no_store(JsonResponse(rendering.heatmap_grid(prediction)))
+    except rendering.RenderUnavailable as exc:
+        raise Http404(str(exc)) from exc
+
+
+# --- Dashboard ------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    return "—" if seconds is None else waiting_text(round(seconds))
+
+
+def _reason_rows(agreement: dict) -> list[dict]:
+    counts = agreement["overrule_reasons"]
+    peak = max([*counts.values(), 1])
+    labels = dict(OverruleReason.choices)
+    return [{"code": c, "label": labels[c], "n": n, "pct": round(100 * n / peak)} for c, n in counts.items()]
+
+
+def _dashboard_context(stats: dict) -> dict:
+    return {
+        "stats": stats | {"agreement": [a | {"reason_rows": _reason_rows(a)} for a in stats["agreement"]]},
+        "chart": daily_chart(stats["received_per_day"], stats["reported_per_day"]),
+        "turnaround": {
+            key: {"median": _duration(t["median_s"]), "p90": _duration(t["p90_s"])}
+            for key, t in stats["turnaround"].items()
+        },
+        "totals": {
+            "received": sum(d["count"] for d in stats["received_per_day"]),
+            "reported": sum(d["count"] for d in stats["reported_per_day"]),
+        },
+    }
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    if not (request.user.is_staff or request.user.is_radiologist):
+        raise PermissionDenied("The dashboard is for radiologists and admins.")
+    days = 14 if request.GET.get("days") == "14" else 30
+    stats = dashboard_stats(user=request.user, days=days)
+    return render(request, "reading/dashboard.html", _dashboard_context(stats) | {"days": days})

@@ -1,0 +1,177 @@
+"""The model registry: registering, converting, checking and activating model versions.
+
+Conversion and the parity gate need TensorFlow, imported only inside the
+functions that convert; a worker importing this module never loads it.
+Converted files are cached on disk by the source file's sha256, so
+``prepare_models`` is idempotent and cheap after the first run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cases.audit import audit_record
+from cases.models import User
+from inference import model_package
+from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION
+from inference.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_MODEL_NAME = "pneumonia-xception-pkg-0.3.0"
+PARITY_TOLERANCE = 1e-4
+PACKAGED_INTENDED_USE = (
+    "Pneumonia on paediatric chest X-rays (ages 1 to 5), anterior-posterior view, as in the Guangzhou Women and "
+    "Children's Medical Center data set (Kermany et al., 2018) it was trained on. Not validated on adults, "
+    "lateral views or other hospitals' equipment."
+)
+
+
+class ModelFileMismatch(RuntimeError):
+    """A model file's sha256 differs from the one registered: it is refused."""
+
+
+class ModelNotReady(RuntimeError):
+    """A model version without a conversion that passed the parity gate cannot be activated."""
+
+
+@dataclass(frozen=True)
+class PreparedFiles:
+    tflite_path: Path
+    head_path: Path
+    tflite_sha256: str
+    head_sha256: str
+    parity_max_diff: float
+
+
+def resolve_path(path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else Path(settings.BASE_DIR) / candidate
+
+
+def model_version_register_packaged() -> ModelVersion:
+    """Register the model shipped in pneumonia-model-package (idempotent)."""
+    path = model_package.packaged_model_path()
+    sha = model_package.sha256_file(path)
+    version, created = ModelVersion.objects.get_or_create(
+        name=PACKAGED_MODEL_NAME,
+        defaults={
+            "version": model_package.DISTRIBUTION_VERSION,
+            "description": "Keras Xception classifier from pneumonia-model-package 0.3.0 (val-acc 0.861).",
+            "source_path": str(path),
+            "sha256": sha,
+            "threshold": 0.5,
+            "input_size": INPUT_SIZE,
+            "preprocessing_version": PREPROCESSING_VERSION,
+            "heatmap_scale": HEATMAP_SCALES.get(sha, 1.0),
+            "intended_use": PACKAGED_INTENDED_USE,
+            "intended_min_age_years": 1.0,
+            "intended_max_age_years": 5.0,
+            "intended_view": "AP",
+        },
+    )
+    if not created and version.source_path != str(path):
+        # The virtual environment moved (a new clone, a container): same file, new place.
+        version.source_path = str(path)
+        version.save(update_fields=["source_path"])
+    return version
+
+
+def source_verify(version: ModelVersion) -> Path:
+    path = resolve_path(version.source_path)
+    if not path.is_file():
+        raise ModelFileMismatch(f"model file for {version.name} is missing: {path}")
+    actual = model_package.sha256_file(path)
+    if actual != version.sha256:
+        raise ModelFileMismatch(f"model file for {version.name} has sha256 {actual}, registered {version.sha256}")
+    return path
+
+
+def _cache_dir(version: ModelVersion) -> Path:
+    return Path(settings.PNEUMO_MODEL_DIR) / f"{version.sha256}-{version.preprocessing_version}"
+
+
+def _cached(out: Path) -> PreparedFiles | None:
+    record = out / "prepared.json"
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    tflite, head = out / data["tflite"], out / data["head"]
+    if not (tflite.is_file() and head.is_file()):
+        return None
+    if model_package.sha256_file(tflite) != data["tflite_sha256"]:
+        return None
+    return PreparedFiles(tflite, head, data["tflite_sha256"], data["head_sha256"], data["parity_max_diff"])
+
+
+def _convert(source: Path, out: Path) -> PreparedFiles:
+    from inference import conversion  # TensorFlow: only here
+
+    result = conversion.convert_to_litert(source, out)
+    images = conversion.load_images([p for p, _ in model_package.packaged_sample_images()])
+    diff = conversion.parity_check(source, result.tflite_path, result.head_path, images)
+    prepared = PreparedFiles(
+        result.tflite_path, result.head_path, result.tflite_sha256, model_package.sha256_file(result.head_path), diff
+    )
+    (out / "prepared.json").write_text(
+        json.dumps(
+            {
+                "tflite": result.tflite_path.name,
+                "head": result.head_path.name,
+                "tflite_sha256": prepared.tflite_sha256,
+                "head_sha256": prepared.head_sha256,
+                "parity_max_diff": diff,
+                "conversion_seconds": result.seconds,
+            },
+            indent=2,
+        )
+    )
+    logger.info("converted %s in %.1f s, parity %.2e", source.name, result.seconds, diff)
+    return prepared
+
+
+def model_version_prepare(version: ModelVersion) -> ModelVersion:
+    """Convert ``version`` to LiteRT (or reuse the cached conversion) and run the parity gate."""
+    source = source_verify(version)
+    out = _cache_dir(version)
+    prepared = _cached(out) or _convert(source, out)
+    version.converted_path = str(prepared.tflite_path)
+    version.converted_sha256 = prepared.tflite_sha256
+    version.head_path = str(prepared.head_path)
+    version.head_sha256 = prepared.head_sha256
+    version.parity_max_diff = prepared.parity_max_diff
+    version.parity_passed = prepared.parity_max_diff <= PARITY_TOLERANCE
+    version.converted_at = version.converted_at or timezone.now()
+    version.save()
+    return version
+
+
+@transaction.atomic
+def model_version_activate(*, version: ModelVersion, user: User | None = None) -> ModelVersion:
+    if not (version.parity_passed and version.converted_path):
+        raise ModelNotReady(f"{version.name} has no LiteRT conversion that passed the parity gate")
+    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+    version.is_active = True
+    version.save(update_fields=["is_active"])
+    audit_record(action="model_activate", user=user, obj=version)
+    return version
+
+
+def models_prepare_all() -> list[ModelVersion]:
+    """What ``prepare_models`` does: register the packaged model, convert every version, activate one."""
+    packaged = model_version_register_packaged()
+    versions = [model_version_prepare(v) for v in ModelVersion.objects.order_by("pk")]
+    if not ModelVersion.objects.filter(is_active=True).exists():
+        model_version_activate(version=ModelVersion.objects.get(pk=packaged.pk))
+    return list(ModelVersion.objects.filter(pk__in=[v.pk for v in versions]).order_by("pk"))
+
+
+def active_model_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True).first()

@@ -1,0 +1,79 @@
+"""The classifier each worker process holds: loaded once, after the fork.
+
+Workers load only converted LiteRT files, each checked against the sha256 in
+the registry. Hashing is remembered per (path, size, mtime) in a small file
+beside the model, so a new worker process starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from inference.classifier import LiteRTClassifier, Prediction
+from inference.model_package import sha256_file
+from inference.models import ModelVersion
+from inference.registry import ModelFileMismatch, resolve_path
+
+logger = logging.getLogger(__name__)
+
+
+class Classifier(Protocol):
+    def predict(self, image: np.ndarray, *, heatmap: bool = True) -> Prediction: ...
+
+
+_loaded: dict[tuple[int, str], Classifier] = {}
+
+
+def _stat_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def verified_sha256(path: Path) -> str:
+    """sha256 of ``path``, re-hashed only when its size or mtime changed."""
+    memo = path.with_name(path.name + ".sha256.json")
+    key = _stat_key(path)
+    try:
+        data = json.loads(memo.read_text())
+        if data.get("key") == key:
+            return data["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(path)
+    try:
+        memo.write_text(json.dumps({"key": key, "sha256": digest}))
+    except OSError:
+        logger.info("could not cache the hash of %s", path)
+    return digest
+
+
+def _verify(path: Path, expected: str, what: str) -> Path:
+    if not path.is_file():
+        raise ModelFileMismatch(f"{what} is missing: {path}")
+    if verified_sha256(path) != expected:
+        raise ModelFileMismatch(f"{what} does not match its registered sha256: {path}")
+    return path
+
+
+def classifier_load(version: ModelVersion) -> Classifier:
+    tflite = _verify(resolve_path(version.converted_path), version.converted_sha256, "converted model")
+    head = _verify(resolve_path(version.head_path), version.head_sha256, "model head")
+    threads = int(os.environ.get("PNEUMO_INFERENCE_THREADS", "1"))
+    return LiteRTClassifier(tflite, head, heatmap_scale=version.heatmap_scale, num_threads=threads).load()
+
+
+def classifier_for(version: ModelVersion) -> Classifier:
+    key = (version.pk, version.converted_sha256)
+    if key not in _loaded:
+        _loaded[key] = classifier_load(version)
+    return _loaded[key]
+
+
+def classifiers_forget() -> None:
+    _loaded.clear()

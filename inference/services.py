@@ -1,0 +1,292 @@
+"""Predictions: creating, queueing, claiming, running and sweeping them.
+
+A task claims its prediction with a lease: one conditional UPDATE takes a row
+that is pending, or running with an expired lease, sets a new lease and counts
+the attempt. A redelivery while the lease is live is a no-op; one after a
+worker died takes it over; the attempt cap ends poison inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from cases.imaging import DecodeError, decode
+from cases.models import Eligibility, Image, Study
+from cases.services import study_transition
+from cases.states import AI_PENDING, StudyStatus
+from inference import runtime
+from inference.models import ModelVersion, Prediction, PredictionStatus
+from inference.registry import active_model_version
+
+logger = logging.getLogger(__name__)
+P = PredictionStatus
+
+
+class PredictionGaveUp(Exception):
+    """The attempt cap was reached: the prediction is failed for good."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    prediction_id: int
+    ran: bool
+    status: str
+
+
+def _images_to_predict(study: Study) -> list[Image]:
+    allowed = [Eligibility.ELIGIBLE]
+    if study.site.ai_outside_validated_use:
+        allowed.append(Eligibility.OUTSIDE_VALIDATED_USE)
+    return [image for image in study.images.all() if image.ai_eligibility in allowed]
+
+
+def _prediction_create(image: Image, version: ModelVersion) -> Prediction:
+    outside = image.ai_eligibility == Eligibility.OUTSIDE_VALIDATED_USE
+    prediction, _ = Prediction.objects.get_or_create(
+        image=image,
+        model_version=version,
+        preprocessing_version=version.preprocessing_version,
+        defaults={
+            "outside_validated_use": outside,
+            "outside_validated_use_reason": image.ai_eligibility_reason if outside else "",
+        },
+    )
+    return prediction
+
+
+def predictions_request(*, study: Study, retry_failed: bool = False) -> list[Prediction]:
+    """Create the missing predictions of ``study`` for the active model and queue them on commit.
+
+    With ``retry_failed``, failed ones are reset for new attempts. Returns the
+    study's predictions for the active model.
+    """
+    version = active_model_version()
+    if version is None:
+        study_ai_refresh(study_id=study.pk, no_ai_reason="No active AI model")
+        return []
+    predictions = [_prediction_create(image, version) for image in _images_to_predict(study)]
+    if retry_failed:
+        failed = [p.pk for p in predictions if p.status == P.FAILED]
+        Prediction.objects.filter(pk__in=failed).update(status=P.PENDING, attempts=0, error="", lease_until=None)
+    to_queue = [p.pk for p in predictions if p.status in (P.PENDING,) or (retry_failed and p.status == P.FAILED)]
+    study_ai_refresh(study_id=study.pk)
+    if to_queue:
+        transaction.on_commit(lambda: predictions_enqueue(prediction_ids=to_queue))
+    return list(Prediction.objects.filter(pk__in=[p.pk for p in predictions]))
+
+
+def predictions_enqueue(*, prediction_ids: list[int]) -> int:
+    """Publish one message per prediction; give up quickly when the broker is down.
+
+    Predictions that could not be published stay pending with no ``queued_at``
+    and the sweeper publishes them once the broker is back.
+    """
+    from inference.tasks import prediction_run_task
+
+    sent = 0
+    for prediction_id in prediction_ids:
+        try:
+            prediction_run_task.apply_async(args=[prediction_id])
+        except Exception as exc:  # noqa: BLE001 - any broker error: leave it to the sweeper
+            logger.warning(
+                "could not queue prediction %s (%s); the sweeper will retry", prediction_id, type(exc).__name__
+            )
+            break
+        Prediction.objects.filter(pk=prediction_id, status=P.PENDING).update(queued_at=timezone.now())
+        sent += 1
+    return sent
+
+
+def prediction_claim(*, prediction_id: int, hostname: str = "", task_id: str = "") -> Prediction | None:
+    """Take a prediction for one attempt, or return None when another owns it or it is done.
+
+    The message that holds the lease may take it again at once: that is its own
+    retry, or its redelivery after its worker died (Redis redelivers a message
+    only then, its visibility timeout being longer than any task).
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.PNEUMO_TASK_LEASE_SECONDS)
+    takeable = Q(status=P.PENDING) | Q(status=P.RUNNING, lease_until__lt=now)
+    if task_id:
+        takeable |= Q(status=P.RUNNING, lease_owner=task_id)
+    updated = Prediction.objects.filter(
+        takeable, pk=prediction_id, attempts__lt=settings.PNEUMO_TASK_MAX_ATTEMPTS
+    ).update(
+        status=P.RUNNING,
+        lease_until=lease,
+        lease_owner=task_id[:64],
+        attempts=F("attempts") + 1,
+        started_at=now,
+        worker_host=hostname[:200],
+    )
+    if updated == 1:
+        return Prediction.objects.select_related("image__study__site", "model_version").get(pk=prediction_id)
+    _fail_if_exhausted(prediction_id, now)
+    return None
+
+
+def _fail_if_exhausted(prediction_id: int, now) -> None:
+    """A takeable prediction past the attempt cap is a poison input: fail it for good."""
+    takeable = Q(status=P.PENDING) | Q(status=P.RUNNING, lease_until__lt=now)
+    exhausted = Prediction.objects.filter(takeable, pk=prediction_id, attempts__gte=settings.PNEUMO_TASK_MAX_ATTEMPTS)
+    if exhausted.update(status=P.FAILED, lease_until=None, finished_at=now) == 1:
+        prediction = Prediction.objects.get(pk=prediction_id)
+        if not prediction.error:
+            prediction.error = "The AI stopped on this image repeatedly (the worker died or timed out)."
+            prediction.save(update_fields=["error"])
+        study_ai_refresh(study_id=prediction.image.study_id)
+
+
+def _model_input(image: Image) -> tuple[object, float]:
+    started = time.perf_counter()
+    with default_storage.open(image.file.name, "rb") as handle:
+        data = handle.read()
+    decoded = decode(
+        data,
+        filename=image.original_filename or image.file.name,
+        max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
+        max_pixels=settings.PNEUMO_MAX_PIXELS,
+    )
+    if decoded.model_image is None:
+        raise DecodeError("The image has no single frame the AI can read")
+    return decoded.model_image, (time.perf_counter() - started) * 1000
+
+
+def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "") -> RunOutcome:
+    """One attempt at a prediction. Raises on failure; the task decides whether to retry."""
+    prediction = prediction_claim(
+        prediction_id=prediction_id, hostname=hostname or socket.gethostname(), task_id=task_id
+    )
+    if prediction is None:
+        current = Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first()
+        return RunOutcome(prediction_id, False, current or "missing")
+    study_ai_refresh(study_id=prediction.image.study_id)
+    model_image, decode_ms = _model_input(prediction.image)
+    result = runtime.classifier_for(prediction.model_version).predict(model_image)
+    _prediction_store(prediction, result, decode_ms)
+    return RunOutcome(prediction_id, True, P.SUCCEEDED)
+
+
+def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
+    now = timezone.now()
+    threshold = prediction.model_version.threshold
+    queued = prediction.queued_at or prediction.created_at
+    with transaction.atomic():
+        # Only the attempt that holds the lease may write its result.
+        updated = Prediction.objects.filter(pk=prediction.pk, status=P.RUNNING, attempts=prediction.attempts).update(
+            status=P.SUCCEEDED,
+            lease_until=None,
+            lease_owner="",
+            finished_at=now,
+            error="",
+            probability=result.probability,
+            threshold=threshold,
+            label="pneumonia" if result.probability >= threshold else "normal",
+            heatmap=[[round(float(v), 5) for v in row] for row in result.heatmap],
+            input_sha256=result.input_sha256,
+            queue_wait_ms=max(0.0, (prediction.started_at - queued).total_seconds() * 1000),
+            decode_ms=decode_ms,
+            preprocess_ms=result.preprocess_ms,
+            inference_ms=result.inference_ms,
+            heatmap_ms=result.heatmap_ms,
+        )
+        if updated:
+            study_ai_refresh(study_id=prediction.image.study_id)
+
+
+def prediction_attempt_failed(*, prediction_id: int, error: str) -> bool:
+    """Record a failed attempt. Returns True when another attempt may follow, False when it gave up."""
+    now = timezone.now()
+    with transaction.atomic():
+        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id, status=P.RUNNING).first()
+        if prediction is None:
+            return False
+        prediction.error = error[:2000]
+        prediction.lease_until = None
+        prediction.lease_owner = ""
+        retry = prediction.attempts < settings.PNEUMO_TASK_MAX_ATTEMPTS
+        prediction.status = P.PENDING if retry else P.FAILED
+        prediction.finished_at = None if retry else now
+        prediction.save(update_fields=["error", "lease_until", "lease_owner", "status", "finished_at"])
+        study_ai_refresh(study_id=prediction.image.study_id)
+    return retry
+
+
+def predictions_sweep(*, pending_after_seconds: int = 300) -> int:
+    """Re-queue predictions stranded by a lost message, a dead worker or a broker outage."""
+    now = timezone.now()
+    expired = Q(status=P.RUNNING, lease_until__lt=now)
+    unsent = Q(status=P.PENDING, queued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
+    stale = Q(status=P.PENDING, queued_at__lt=now - timedelta(seconds=pending_after_seconds))
+    ids = list(Prediction.objects.filter(expired | unsent | stale).values_list("pk", flat=True)[:5000])
+    for prediction_id in ids:
+        _fail_if_exhausted(prediction_id, now)
+    live = list(Prediction.objects.filter(pk__in=ids).exclude(status=P.FAILED).values_list("pk", flat=True))
+    return predictions_enqueue(prediction_ids=live) if live else 0
+
+
+def _study_ai_summary(study: Study, version: ModelVersion | None) -> dict:
+    predictions = Prediction.objects.filter(image__study=study)
+    if version is not None:
+        predictions = predictions.filter(model_version=version)
+    statuses = set(predictions.values_list("status", flat=True))
+    succeeded = predictions.filter(status=P.SUCCEEDED)
+    best = succeeded.aggregate(p=Max("probability"))["p"]
+    return {
+        "statuses": statuses,
+        "probability": best,
+        "flagged": best is not None and version is not None and best >= version.threshold,
+    }
+
+
+def _no_ai_reason(study: Study, statuses: set[str]) -> str:
+    if P.FAILED in statuses:
+        return "No AI result: the AI failed on this study's images."
+    reasons = {img.ai_eligibility_reason for img in study.images.all() if img.ai_eligibility_reason}
+    if not study.site.ai_outside_validated_use and reasons:
+        return (
+            "No AI result: AI is off at this site for images outside validated use ("
+            + "; ".join(sorted(reasons))
+            + ")."
+        )
+    return "No AI result: " + ("; ".join(sorted(reasons)) if reasons else "no image is eligible for the AI.")
+
+
+def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
+    """Make the study's status and AI summary follow its predictions."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().select_related("site").get(pk=study_id)
+        version = active_model_version()
+        summary = _study_ai_summary(study, version)
+        statuses = summary["statuses"]
+        study.ai_probability = summary["probability"]
+        study.ai_flagged = summary["flagged"]
+        fields = ["ai_probability", "ai_flagged", "updated_at"]
+        if statuses & {P.PENDING, P.RUNNING}:
+            target = StudyStatus.ANALYZING if P.RUNNING in statuses else StudyStatus.QUEUED
+            reason = ""
+        else:
+            target = StudyStatus.AWAITING_REVIEW
+            reason = "" if P.SUCCEEDED in statuses else (no_ai_reason or _no_ai_reason(study, statuses))
+            if study.ai_completed_at is None and statuses:
+                study.ai_completed_at = timezone.now()
+                fields.append("ai_completed_at")
+        study.save(update_fields=fields)
+        if study.status in AI_PENDING | {StudyStatus.FAILED} or (
+            study.status == StudyStatus.AWAITING_REVIEW and target != StudyStatus.AWAITING_REVIEW
+        ):
+            study_transition(study=study, target=target, reason=reason)
+        elif study.status == StudyStatus.AWAITING_REVIEW and reason != study.status_reason:
+            study.status_reason = reason
+            study.save(update_fields=["status_reason"])
+    return study

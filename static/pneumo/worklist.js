@@ -1,0 +1,106 @@
+// Worklist: refresh rows and lane counts every few seconds (background requests, which do not
+// count as activity for the idle logout) and raise a banner when the AI flags a stat or urgent
+// study. Filters and search go by POST and stay in the session, never in a URL.
+(function () {
+  "use strict";
+  const root = document.getElementById("worklist");
+  if (!root) return;
+
+  // Messages float over the page (reading.css): they go by themselves, or on a click.
+  document.querySelectorAll(".messages").forEach((list) => {
+    const dismiss = () => { list.classList.add("fading"); setTimeout(() => list.remove(), 700); };
+    list.addEventListener("click", dismiss);
+    setTimeout(dismiss, 6000);
+  });
+  const tbody = document.getElementById("worklist-rows");
+  const banner = document.getElementById("alert-banner");
+  const alertList = document.getElementById("alert-list");
+  const dot = document.getElementById("live-dot");
+  const liveText = document.getElementById("live-text");
+  const count = document.getElementById("wl-count");
+  const period = 1000 * Number(root.dataset.pollSeconds || 5);
+  const alertsOn = root.dataset.alerts === "1";
+  const baseTitle = document.title;
+  let since = root.dataset.since;
+  let known = new Set(Array.from(tbody.querySelectorAll("tr[data-study-id]")).map((tr) => tr.dataset.studyId));
+  const alerted = new Set();
+  let failures = 0;
+
+  // Whole rows open the study (links inside keep working as links).
+  tbody.addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-href]");
+    if (tr && !e.target.closest("a, button")) window.location.href = tr.dataset.href;
+  });
+
+  // "/" jumps to the search box, as in most reading tools.
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "/" && !e.target.closest("input, textarea, select")) {
+      e.preventDefault();
+      document.getElementById("wl-search").focus();
+    }
+  });
+
+  function live(state, text) {
+    dot.className = "live-dot" + (state === "ok" ? "" : " " + state);
+    liveText.textContent = text;
+  }
+
+  function showAlerts(alerts) {
+    const fresh = alerts.filter((a) => !alerted.has(a.id));
+    if (!fresh.length) return;
+    fresh.forEach((a) => {
+      alerted.add(a.id);
+      const li = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = a.url;
+      link.textContent = "Open";
+      const pct = a.probability === null ? "" : " " + Math.round(100 * a.probability) + "%";
+      li.textContent = a.priority_display.toUpperCase() + " study flagged by the AI" + pct + " (unconfirmed): "
+        + a.patient_id + " " + (a.patient_name || "") + " · " + a.site + " — ";
+      li.appendChild(link);
+      alertList.prepend(li);
+    });
+    banner.hidden = false;
+    document.title = "(" + alertList.children.length + ") AI flag · " + baseTitle;
+  }
+
+  document.getElementById("alert-dismiss").addEventListener("click", () => {
+    banner.hidden = true;
+    alertList.textContent = "";
+    document.title = baseTitle;
+  });
+
+  function update(body) {
+    tbody.innerHTML = body.html;  // rendered and escaped by the server's template
+    tbody.querySelectorAll("tr[data-study-id]").forEach((tr) => {
+      if (!known.has(tr.dataset.studyId)) tr.classList.add("new-row");
+    });
+    known = new Set(body.ids.map(String));
+    Object.entries(body.lanes).forEach(([key, value]) => {
+      root.querySelectorAll('[data-lane="' + key + '"]').forEach((el) => { el.textContent = value; });
+    });
+    if (count) count.textContent = body.count;
+    since = body.now;
+    if (alertsOn) showAlerts(body.alerts);
+  }
+
+  async function poll() {
+    const url = root.dataset.rowsUrl + "?page=" + encodeURIComponent(root.dataset.page) + "&since=" + encodeURIComponent(since);
+    try {
+      const response = await fetch(url, {
+        credentials: "same-origin",
+        headers: { "X-Pneumo-Background": "1", Accept: "application/json" },
+      });
+      if (response.status === 401 || response.redirected) { window.location.reload(); return; }
+      if (!response.ok) throw new Error(String(response.status));
+      update(await response.json());
+      failures = 0;
+      live("ok", "Live");
+    } catch (e) {
+      failures += 1;
+      live(failures > 2 ? "off" : "stale", failures > 2 ? "Not updating: check the connection" : "Retrying…");
+    }
+    setTimeout(poll, document.hidden ? period * 3 : period);
+  }
+  setTimeout(poll, period);
+})();

@@ -1,0 +1,208 @@
+"""Who may do what, for every API operation: generated from the URL resolver and checked against the schema.
+
+Every route and method under ``/api/v1/`` becomes cells: anonymous, technician,
+radiologist and admin of site DEMO, against an object of DEMO and of NORTH
+(routes without an object have one column). A new endpoint fails
+``test_it_has_an_expectation_for_every_operation`` until a row of ``EXPECTED``
+says what each role gets. Other sites' objects are 404 for everyone but admins,
+who see every site.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from drf_spectacular.generators import SchemaGenerator
+
+from tests.api.conftest import PASSWORD, World, dicom_bytes
+
+URLCONF = "tests.api.urls"
+PREFIX = "api/v1/"
+METHODS = ("get", "post", "put", "patch", "delete")
+ROLES = ("anon", "tech", "rad", "admin")
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # the route's name in the "api" namespace
+    method: str
+    path: str  # e.g. "api/v1/studies/{}/claim/"
+    has_object: bool
+
+
+def _walk(patterns: list, prefix: str = "") -> list[tuple[str, URLPattern]]:
+    found = []
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            found += _walk(pattern.url_patterns, route)
+        else:
+            found.append((route, pattern))
+    return found
+
+
+def api_operations() -> list[Operation]:
+    """Every (route, method) the URL resolver serves under /api/v1/."""
+    operations = []
+    for route, pattern in _walk(get_resolver(URLCONF).url_patterns):
+        if not route.startswith(PREFIX):
+            continue
+        view_class = pattern.callback.view_class
+        path = re.sub(r"<[^>]+>", "{}", route)
+        has_object = "pk" in pattern.pattern.converters
+        operations += [Operation(pattern.name, m, path, has_object) for m in METHODS if hasattr(view_class, m)]
+    return sorted(operations, key=lambda o: (o.path, o.method))
+
+
+def schema_operations() -> set[tuple[str, str]]:
+    schema = SchemaGenerator(urlconf=URLCONF).get_schema(request=None, public=True)
+    return {
+        (re.sub(r"\{[^}]+\}", "{}", path).lstrip("/"), method)
+        for path, item in schema["paths"].items()
+        if path.startswith("/" + PREFIX)
+        for method in item
+    }
+
+
+OK = {"anon": 401, "tech": 200, "rad": 200, "admin": 200}
+ADMIN_ONLY = {"anon": 401, "tech": 403, "rad": 403, "admin": 200}
+READERS = {"anon": 401, "tech": 403, "rad": 200, "admin": 200}
+# What each role gets on DEMO's object (or on the route, when it has none).
+EXPECTED: dict[tuple[str, str], dict[str, int]] = {
+    ("token", "post"): {"anon": 200, "tech": 200, "rad": 200, "admin": 200},
+    ("token", "delete"): {"anon": 401, "tech": 204, "rad": 204, "admin": 204},
+    ("site-list", "get"): OK,
+    ("patient-list", "get"): OK,
+    ("patient-search", "post"): OK,
+    ("patient-detail", "get"): OK,
+    ("study-list", "get"): OK,
+    ("study-list", "post"): {"anon": 401, "tech": 201, "rad": 403, "admin": 201},
+    ("study-detail", "get"): OK,
+    ("study-predictions", "post"): READERS,
+    # Only radiologists read and sign; an admin who is not one gets 403 (and sees every site).
+    ("study-claim", "post"): {"anon": 401, "tech": 403, "rad": 200, "admin": 403},
+    # The study is claimed by a colleague: the radiologist is refused, an admin may release it.
+    ("study-release", "post"): {"anon": 401, "tech": 403, "rad": 409, "admin": 200},
+    ("study-review", "post"): {"anon": 401, "tech": 403, "rad": 201, "admin": 403},
+    ("study-amend", "post"): {"anon": 401, "tech": 403, "rad": 201, "admin": 403},
+    ("image-file", "get"): OK,
+    ("image-render", "get"): OK,
+    ("image-heatmap-png", "get"): OK,
+    ("image-heatmap-json", "get"): OK,
+    ("worklist", "get"): READERS,
+    ("model-list", "get"): OK,
+    ("model-list", "post"): {**ADMIN_ONLY, "admin": 201},
+    ("model-detail", "get"): OK,
+    ("model-detail", "patch"): ADMIN_ONLY,
+    ("stats", "get"): OK,
+    ("audit-list", "get"): ADMIN_ONLY,
+}
+# Routes whose object belongs to no site (every user sees the same model versions).
+SITELESS_OBJECTS = {"model-detail"}
+
+
+def expected_status(operation: Operation, role: str, site: str) -> int:
+    demo = EXPECTED[(operation.name, operation.method)]
+    if site != "NORTH" or role in ("anon", "admin"):
+        return demo[role]
+    return 404
+
+
+@dataclass(frozen=True)
+class Cell:
+    operation: Operation
+    role: str
+    site: str  # DEMO, NORTH, or "-" for routes without a site's object
+
+    def __str__(self) -> str:
+        return f"{self.operation.name}-{self.operation.method.upper()}-{self.role}-{self.site}"
+
+
+def _sites(operation: Operation) -> tuple[str, ...]:
+    return ("DEMO", "NORTH") if operation.has_object and operation.name not in SITELESS_OBJECTS else ("-",)
+
+
+OPERATIONS = api_operations()
+CELLS = [Cell(op, role, site) for op in OPERATIONS for site in _sites(op) for role in ROLES]
+SUMMARY = f"{len(OPERATIONS)}-operations-{len({o.path for o in OPERATIONS})}-routes-{len(CELLS)}-cells"
+
+
+# --- Requests -------------------------------------------------------------------------------
+
+
+def _target(cell: Cell, world: World) -> object | None:
+    name = cell.operation.name
+    if name == "model-detail":
+        return world.version
+    if not cell.operation.has_object:
+        return None
+    place = world.site("NORTH" if cell.site == "NORTH" else "DEMO")
+    if name.startswith("image-"):
+        return place.image
+    return {
+        "patient-detail": place.patient,
+        "study-detail": place.awaiting,
+        "study-predictions": place.awaiting,
+        "study-claim": place.awaiting,
+        "study-review": place.awaiting,
+        "study-release": place.in_review,
+        "study-amend": place.reported,
+    }[name]
+
+
+def _body(cell: Cell, username: str) -> tuple[dict | None, str]:
+    bodies = {
+        ("token", "post"): {"username": username, "password": PASSWORD},
+        ("patient-search", "post"): {"query": "doe"},
+        ("study-review", "post"): {"finding": "pneumonia"},
+        ("study-amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look"},
+        ("model-list", "post"): {"name": "new-model", "version": "2", "source_path": "/m/x.keras", "sha256": "b" * 64},
+        ("model-detail", "patch"): {"description": "Recalibrated"},
+    }
+    if (cell.operation.name, cell.operation.method) == ("study-list", "post"):
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        return {"files": [SimpleUploadedFile("chest.dcm", dicom_bytes())], "site": "DEMO"}, "multipart"
+    return bodies.get((cell.operation.name, cell.operation.method)), "json"
+
+
+# --- Tests -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("summary", [SUMMARY])
+def test_it_has_an_expectation_for_every_operation(summary: str) -> None:
+    print(f"\nAPI access matrix: {summary}")
+    missing = sorted({(o.name, o.method) for o in OPERATIONS} - EXPECTED.keys())
+    assert not missing, f"operations without a row in EXPECTED: {missing}"
+    stale = sorted(EXPECTED.keys() - {(o.name, o.method) for o in OPERATIONS})
+    assert not stale, f"rows of EXPECTED for operations that no longer exist: {stale}"
+
+
+def test_it_matches_the_schema_to_the_url_resolver() -> None:
+    resolved = {(o.path, o.method) for o in OPERATIONS}
+    assert resolved == schema_operations()
+    assert len(resolved) == len(EXPECTED)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_it_answers_each_role_as_the_matrix_says(
+    cell: Cell, world: World, api, tech, rad, admin_user, settings
+) -> None:
+    # Given a user of DEMO in the cell's role, and the route's object at the cell's site
+    assert (cell.operation.name, cell.operation.method) in EXPECTED, f"{cell} has no expectation: add it to EXPECTED"
+    user = {"anon": None, "tech": tech, "rad": rad, "admin": admin_user}[cell.role]
+    target = _target(cell, world)
+    url = reverse(f"api:{cell.operation.name}", kwargs={"pk": target.pk} if target is not None else None)
+    body, fmt = _body(cell, user.username if user else "tech")
+
+    # When the user calls the operation
+    response = getattr(api(user), cell.operation.method)(url, body, format=fmt)
+
+    # Then the status is the matrix's, and errors are JSON with a detail
+    expected = expected_status(cell.operation, cell.role, cell.site)
+    assert response.status_code == expected, (cell, getattr(response, "data", response.content[:200]))
+    if expected in (401, 403, 404):
+        assert "detail" in response.json()
