@@ -1,21 +1,47 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest
 
+from cases import services
+from cases.audit import audit_record
 from cases.models import AuditEvent, Image, Patient, Review, Site, Study, User
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Every admin change leaves an audit event (ids and field names only)."""
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        audit_record(
+            action="admin_change" if change else "admin_add",
+            user=request.user,
+            obj=obj,
+            site=obj if isinstance(obj, Site) else getattr(obj, "site", None),
+            request=request,
+            fields=list(form.changed_data),
+        )
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        audit_record(action="admin_delete", user=request.user, obj=obj, request=request)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(AuditedAdmin):
     list_display = ("code", "name", "ai_outside_validated_use", "created_at")
     search_fields = ("code", "name")
     list_filter = ("ai_outside_validated_use",)
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     list_display = ("username", "display_name", "role", "site_codes", "is_staff", "is_active", "last_login")
     list_filter = ("groups", "sites", "is_staff", "is_active")
     search_fields = ("username", "display_name", "first_name", "last_name", "email")
@@ -43,11 +69,21 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(AuditedAdmin):
     list_display = ("patient_id", "name", "birth_date", "sex", "site", "has_conflict", "created_at")
     list_filter = ("site", "sex")
     search_fields = ("patient_id", "name")
     list_select_related = ("site",)
+
+    def save_model(self, request: HttpRequest, obj: Patient, form, change: bool) -> None:
+        if not change:
+            return super().save_model(request, obj, form, change)
+        if "demographics_conflict" not in form.changed_data:
+            obj.demographics_conflict = ""  # the admin reviewed the demographics: resolved
+        services.patient_correct(
+            patient=obj, changed_fields=list(form.changed_data), user=request.user, request=request
+        )
+        return None
 
     @admin.display(boolean=True, description="Conflict")
     def has_conflict(self, obj: Patient) -> bool:
@@ -63,8 +99,23 @@ class ImageInline(admin.TabularInline):
     show_change_link = True
 
 
+class StudyAdminForm(forms.ModelForm):
+    class Meta:
+        model = Study
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        data = super().clean()
+        patient = data.get("patient")
+        if patient is not None and self.instance.pk and patient.site_id != self.instance.site_id:
+            raise forms.ValidationError("A study can only move to a patient of its own site.")
+        return data
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
+    """Admins correct a study's patient or priority and delete studies uploaded in error."""
+
     list_display = ("pk", "patient", "site", "priority", "status", "ai_probability", "ai_flagged", "received_at")
     list_filter = ("status", "priority", "site", "ai_flagged")
     search_fields = ("patient__patient_id", "patient__name", "accession_number", "study_instance_uid")
@@ -83,6 +134,20 @@ class StudyAdmin(admin.ModelAdmin):
     raw_id_fields = ("patient",)
     inlines = [ImageInline]
     date_hierarchy = "received_at"
+    form = StudyAdminForm
+
+    def save_model(self, request: HttpRequest, obj: Study, form, change: bool) -> None:
+        if change and "patient" in form.changed_data:
+            services.study_move(study=obj, patient=obj.patient, user=request.user, request=request)
+        super().save_model(request, obj, form, change)
+        audit_record(action="admin_change", user=request.user, obj=obj, request=request, fields=list(form.changed_data))
+
+    def delete_model(self, request: HttpRequest, obj: Study) -> None:
+        services.study_delete(study=obj, user=request.user, request=request)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for study in queryset:
+            services.study_delete(study=study, user=request.user, request=request)
 
 
 @admin.register(Image)

@@ -93,3 +93,38 @@ def site_ai_policy_set(*, site: Site, run_outside_validated_use: bool, user: Use
     site.ai_outside_validated_use = run_outside_validated_use
     site.save(update_fields=["ai_outside_validated_use"])
     audit_record(action="site_ai_policy", user=user, obj=site, value=run_outside_validated_use)
+
+
+def patient_correct(*, patient, changed_fields: list[str], user: User, request=None) -> None:
+    """An admin corrected demographics: saving resolves any conflict flagged at upload."""
+    patient.save()
+    audit_record(action="patient_correct", user=user, obj=patient, request=request, fields=changed_fields)
+
+
+def study_move(*, study: Study, patient, user: User, request=None) -> Study:
+    """Move a study (and its images) to the right patient of the same site."""
+    from cases.models import Image
+
+    if patient.site_id != study.site_id:
+        raise ValueError("A study can only move to a patient of its own site.")
+    with transaction.atomic():
+        previous = study.patient_id
+        study.patient = patient
+        study.save(update_fields=["patient", "updated_at"])
+        Image.objects.filter(study=study).update(site=study.site)
+        audit_record(
+            action="study_move", user=user, obj=study, request=request, from_patient=previous, to_patient=patient.pk
+        )
+    return study
+
+
+def study_delete(*, study: Study, user: User, request=None) -> None:
+    """Delete a study uploaded in error, with its images, predictions and files."""
+    from django.core.files.storage import default_storage
+
+    names = list(study.images.values_list("file", flat=True))
+    with transaction.atomic():
+        audit_record(action="study_delete", user=user, obj=study, request=request, images=len(names))
+        study.reviews.all().delete()
+        study.delete()
+        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])

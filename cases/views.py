@@ -31,7 +31,8 @@ def _cached(key: str, compute) -> object:
     if hit and now - hit[0] < _HEALTH_TTL:
         return hit[1]
     value = compute()
-    _HEALTH_CACHE[key] = (now, value)
+    if value:  # a bad answer is asked again next time, so recovery shows at once
+        _HEALTH_CACHE[key] = (now, value)
     return value
 
 

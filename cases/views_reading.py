@@ -32,6 +32,7 @@ from cases.worklist import (
     PAGE_SIZES,
     WorklistFilters,
     lane_counts,
+    rows_fingerprint,
     waiting_text,
     worklist_alerts,
     worklist_for_user,
@@ -165,10 +166,14 @@ def worklist_rows(request: HttpRequest) -> JsonResponse:
     now = timezone.now()
     since = parse_datetime(request.GET.get("since", "")) or now
     alerts = worklist_alerts(user=request.user, since=since) if request.user.is_radiologist else []
-    html = render_to_string("reading/_worklist_rows.html", _rows_context(form, rows), request=request)
+    fingerprint = rows_fingerprint(rows)
+    # Rendering is most of a poll's cost: skip it when the page looks the same as last time.
+    unchanged = request.GET.get("fp") == fingerprint
+    html = None if unchanged else render_to_string("reading/_worklist_rows.html", _rows_context(form, rows))
     return JsonResponse(
         {
             "html": html,
+            "fp": fingerprint,
             "lanes": lane_counts(user=request.user),
             "count": page.paginator.count,
             "page": page.number,
@@ -233,6 +238,12 @@ def _priors(request: HttpRequest, study: Study) -> list[Study]:
     )
 
 
+def _next_to_read(request: HttpRequest, study: Study) -> Study | None:
+    """The worklist's next unclaimed study, offered once the reader is done with this one."""
+    waiting = WorklistFilters(statuses=(StudyStatus.AWAITING_REVIEW,))
+    return worklist_for_user(user=request.user, filters=waiting).exclude(pk=study.pk).first()
+
+
 def _study_context(
     request: HttpRequest,
     study: Study,
@@ -273,6 +284,7 @@ def _study_context(
         "reasons": OverruleReason.choices,
         "touch_seconds": TOUCH_SECONDS,
         "age_years": worklist_row(study, now=timezone.now()).age_years,
+        "next_study": _next_to_read(request, study) if can_review and not mine else None,
         "succeeded": PredictionStatus.SUCCEEDED,
     }
 

@@ -9,6 +9,7 @@ note of the active model's predictions by a correlated subquery.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -167,6 +168,25 @@ class WorklistRow:
     def probability_percent(self) -> int | None:
         p = self.study.ai_probability
         return None if p is None else round(p * 100)
+
+
+def rows_fingerprint(rows: list[WorklistRow]) -> str:
+    """Changes whenever anything a row shows changes, its waiting time included."""
+    shown = [
+        (
+            r.study.pk,
+            r.study.status,
+            r.study.claimed_by_id,
+            r.study.ai_probability,
+            r.study.ai_flagged,
+            r.study.priority,
+            r.study.updated_at.isoformat(),
+            r.waiting,
+            r.ai_note,
+        )
+        for r in rows
+    ]
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:20]
 
 
 def _outside_use_note(study: Study) -> str:

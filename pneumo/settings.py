@@ -156,6 +156,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.predictions_sweep",
         "schedule": envfloat("PNEUMO_SWEEP_SECONDS", 30.0),
     },
+    "expire-idle-claims": {"task": "cases.tasks.claims_expire", "schedule": 60.0},
 }
 PNEUMO_TASK_MAX_ATTEMPTS = envint("PNEUMO_TASK_MAX_ATTEMPTS", 3)
 PNEUMO_TASK_LEASE_SECONDS = envint("PNEUMO_TASK_LEASE_SECONDS", 120)

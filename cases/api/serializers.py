@@ -28,6 +28,7 @@ from inference.models import ModelVersion, Prediction
 
 AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
 UNCONFIRMED = "unconfirmed"
+MAX_ID = 2**63 - 1  # the largest id a database column holds
 AI_REVIEW_CHOICES = [(UNCONFIRMED, "Not yet signed"), *Agreement.choices]
 
 
@@ -341,7 +342,7 @@ class StudyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=StudyStatus.choices, required=False)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
     site = serializers.CharField(required=False, help_text="Site code or id")
-    patient = serializers.IntegerField(required=False, min_value=1, help_text="The patient's API id")
+    patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="The patient's API id")
     flagged = serializers.BooleanField(required=False, allow_null=True, default=None, help_text="AI flagged")
     received_from = serializers.DateField(required=False, help_text="Received on or after this date")
     received_to = serializers.DateField(required=False, help_text="Received on or before this date")

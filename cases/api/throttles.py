@@ -6,6 +6,7 @@ environment in settings); the defaults below apply when a scope is missing.
 
 from __future__ import annotations
 
+from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
@@ -19,6 +20,13 @@ class _ConfiguredRate:
         # Read at call time, not import time, so that settings overrides apply.
         rates = api_settings.DEFAULT_THROTTLE_RATES or {}
         return rates.get(self.scope) or DEFAULT_RATES[self.scope]
+
+    def get_ident(self, request: Request) -> str:
+        # DRF trusts a client's X-Forwarded-For unless NUM_PROXIES is set: anyone could then
+        # pick a fresh address per request. Without a configured proxy count, the peer address counts.
+        if api_settings.NUM_PROXIES is None:
+            return request.META.get("REMOTE_ADDR", "")
+        return super().get_ident(request)
 
 
 class ApiUserThrottle(_ConfiguredRate, UserRateThrottle):

@@ -32,7 +32,11 @@ def token_lifetime() -> timedelta:
 
 
 def token_create(*, user: User, request: HttpRequest | None = None) -> tuple[str, ApiToken]:
-    """A new token for ``user``: returns the clear key (never stored) and its row."""
+    """A new token for ``user``: returns the clear key (never stored) and its row.
+
+    The user's expired tokens go at the same time, so the table holds live tokens only.
+    """
+    ApiToken.objects.filter(user=user, expires_at__lte=timezone.now()).delete()
     key = secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, key_hash=token_hash(key), prefix=key[:PREFIX_LENGTH], expires_at=timezone.now() + token_lifetime()
@@ -63,9 +67,3 @@ def _token_touch(token: ApiToken) -> None:
     if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
-
-
-def tokens_purge_expired() -> int:
-    """Delete expired tokens (they no longer authenticate anyway); returns how many."""
-    deleted, _ = ApiToken.objects.filter(expires_at__lte=timezone.now()).delete()
-    return deleted

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Any
 
 from django.contrib.auth import authenticate
@@ -117,18 +117,26 @@ def _query(request: Request, serializer_class: type) -> dict[str, Any]:
 def _site_for(user: User, value: str, field: str = "site") -> Site:
     """One of the user's sites by code or id; any other value is a field error, never a hint."""
     sites = selectors.sites_for_user(user=user)
-    lookup = Q(code__iexact=value) | (Q(pk=int(value)) if value.isdigit() else Q())
+    pk = _as_id(value)
+    lookup = Q(code__iexact=value) | (Q(pk=pk) if pk is not None else Q())
     site = sites.filter(lookup).first()
     if site is None:
         raise ValidationError({field: ["Unknown site, or not one of yours."]})
     return site
 
 
-def _day_start(day) -> datetime:
+def _as_id(value: str) -> int | None:
+    """``value`` as a database id, or None when it is not one (nor could be: ids are 64-bit)."""
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(s.MAX_ID))):
+        return None
+    return int(value) if int(value) <= s.MAX_ID else None
+
+
+def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def _day_end(day) -> datetime:
+def _day_end(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.max))
 
 
@@ -719,8 +727,8 @@ class AuditListView(ApiView):
         if filters.get("action"):
             events = events.filter(action=filters["action"])
         if filters.get("user"):
-            value = filters["user"]
-            events = events.filter(Q(username=value) | (Q(user_id=int(value)) if value.isdigit() else Q(pk__in=[])))
+            value, user_id = filters["user"], _as_id(filters["user"])
+            events = events.filter(Q(username=value) | (Q(user_id=user_id) if user_id is not None else Q(pk__in=[])))
         if filters.get("date_from"):
             events = events.filter(created_at__gte=_day_start(filters["date_from"]))
         if filters.get("date_to"):

@@ -17,11 +17,13 @@ each copied exactly once on each side.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
 import mmap
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import signal
@@ -164,8 +166,29 @@ class _SparePool:
             spare.close_handles()
 
 
+def _forget_parents_forkserver() -> None:
+    """After fork: the parent's forkserver is not our child, and multiprocessing fails waiting on it.
+
+    Clearing its record makes the next start launch a forkserver of our own
+    (e.g. in each Celery prefork worker whose parent had already decoded).
+    """
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    alive_fd = server._forkserver_alive_fd
+    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    server._lock = threading.Lock()
+    with contextlib.suppress(OSError, TypeError):
+        os.close(alive_fd)
+
+
+def _after_fork_in_child() -> None:
+    _pool.forget()
+    _forget_parents_forkserver()
+
+
 _pool = _SparePool()
-os.register_at_fork(after_in_child=_pool.forget)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Worker:

@@ -68,8 +68,8 @@
         .catch(() => {});
     };
     ["pointerdown", "keydown", "wheel", "pointermove"].forEach((t) => document.addEventListener(t, touch, { passive: true }));
-  } else if (study.dataset.status === "in_review" || study.dataset.status === "awaiting_review") {
-    // Read-only view of a study someone may be reading: say when that changes (background poll).
+  } else if (["in_review", "awaiting_review", "received", "queued", "analyzing"].includes(study.dataset.status)) {
+    // Read-only view of a study that may change (a colleague signs, the AI finishes): say so (background poll).
     const initial = study.dataset.status + "|" + (study.dataset.claimedBy || "");
     const lapsed = document.getElementById("claim-lapsed");
     const poll = () => fetch(study.dataset.statusUrl, { headers: { "X-Pneumo-Background": "1" }, credentials: "same-origin" })

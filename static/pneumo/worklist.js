@@ -22,6 +22,7 @@
   const alertsOn = root.dataset.alerts === "1";
   const baseTitle = document.title;
   let since = root.dataset.since;
+  let fingerprint = "";
   let known = new Set(Array.from(tbody.querySelectorAll("tr[data-study-id]")).map((tr) => tr.dataset.studyId));
   const alerted = new Set();
   let failures = 0;
@@ -71,11 +72,14 @@
   });
 
   function update(body) {
-    tbody.innerHTML = body.html;  // rendered and escaped by the server's template
-    tbody.querySelectorAll("tr[data-study-id]").forEach((tr) => {
-      if (!known.has(tr.dataset.studyId)) tr.classList.add("new-row");
-    });
-    known = new Set(body.ids.map(String));
+    if (body.html !== null) {
+      tbody.innerHTML = body.html;  // rendered and escaped by the server's template
+      tbody.querySelectorAll("tr[data-study-id]").forEach((tr) => {
+        if (!known.has(tr.dataset.studyId)) tr.classList.add("new-row");
+      });
+      known = new Set(body.ids.map(String));
+    }
+    fingerprint = body.fp;
     Object.entries(body.lanes).forEach(([key, value]) => {
       root.querySelectorAll('[data-lane="' + key + '"]').forEach((el) => { el.textContent = value; });
     });
@@ -85,7 +89,8 @@
   }
 
   async function poll() {
-    const url = root.dataset.rowsUrl + "?page=" + encodeURIComponent(root.dataset.page) + "&since=" + encodeURIComponent(since);
+    const url = root.dataset.rowsUrl + "?page=" + encodeURIComponent(root.dataset.page) + "&since="
+      + encodeURIComponent(since) + "&fp=" + encodeURIComponent(fingerprint);
     try {
       const response = await fetch(url, {
         credentials: "same-origin",

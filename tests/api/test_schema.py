@@ -80,7 +80,14 @@ def wsgi_app():
         request_finished.connect(close_old_connections)
 
 
-def _fuzz(operation, strategy, headers: Callable[[], dict[str, str]]) -> tuple[int, str]:
+def _auth_headers(operation, tokens: dict[str, str], admin_user) -> Callable[[], dict[str, str]]:
+    if operation.method == "delete":  # revoking the token in use: a token of its own each time
+        return lambda: {"Authorization": f"Token {token_create(user=admin_user)[0]}"}
+    token = tokens["rad" if RADIOLOGIST_PATHS.search(operation.path) else "admin"]
+    return lambda: {"Authorization": f"Token {token}"}
+
+
+def _fuzz(strategy, headers: Callable[[], dict[str, str]]) -> tuple[int, str]:
     """Send ``MAX_EXAMPLES`` generated requests; returns how many were sent and the failure, if any."""
     sent = 0
 
@@ -119,12 +126,8 @@ def test_it_conforms_to_its_schema_under_generated_requests(world, admin_user, r
         path = operation.path
         object_id = ids.get(path, world.demo.image.pk if path.startswith("/api/v1/images/") else world.demo.awaiting.pk)
         strategy = operation.as_strategy(path_parameters={"id": object_id} if "{id}" in path else None)
-        if operation.method == "delete":  # revoking the token in use: a token of its own each time
-            headers = lambda: {"Authorization": f"Token {token_create(user=admin_user)[0]}"}  # noqa: E731
-        else:
-            token = tokens["rad" if RADIOLOGIST_PATHS.search(path) else "admin"]
-            headers = lambda token=token: {"Authorization": f"Token {token}"}  # noqa: E731
-        sent, failure = _fuzz(operation, strategy, headers)
+        headers = _auth_headers(operation, tokens, admin_user)
+        sent, failure = _fuzz(strategy, headers)
         calls += sent
         if failure:
             failures[operation.label] = failure

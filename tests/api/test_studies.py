@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from cases.models import AuditEvent, Image, Study
@@ -141,3 +142,27 @@ def test_it_lets_an_admin_of_every_site_pick_one(demo_site, north_site, api, adm
     response = _upload(api(admin_user), ("a.dcm", make_dicom()), site=str(north_site.pk))
     assert response.status_code == 201
     assert Study.objects.get().site == north_site
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/studies/99999999999999999999999/",
+        "/api/v1/studies/?patient=99999999999999999999999",
+        "/api/v1/studies/?site=99999999999999999999999",
+        "/api/v1/studies/?site=" + "9" * 5000,
+        "/api/v1/audit/?user=99999999999999999999999",
+        "/api/v1/studies/?page=99999999999999999999999",
+    ],
+)
+def test_it_answers_ids_beyond_any_column_without_a_server_error(url: str, world, api, admin_user) -> None:
+    assert api(admin_user).get(url).status_code in (200, 400, 404)
+
+
+def test_it_shows_a_study_in_a_fixed_number_of_queries(world, api, rad, make_image, django_assert_max_num_queries):
+    for _ in range(6):
+        make_image(world.demo.awaiting)
+    client = api(rad)
+    with django_assert_max_num_queries(12):
+        body = client.get(f"{STUDIES}{world.demo.awaiting.pk}/").json()
+    assert len(body["images"]) == 7

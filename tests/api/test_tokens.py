@@ -123,3 +123,24 @@ def test_it_signs_in_with_a_stale_token_in_the_header(tech) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token expired-long-ago")
     assert _sign_in("tech", client=client).status_code == 200
+
+
+def test_it_revokes_nothing_for_a_browser_session(client, tech) -> None:
+    client.force_login(tech)
+    response = client.delete(TOKEN_URL)
+    assert response.status_code == 400 and "Authorization" in response.json()["detail"]
+
+
+def test_it_clears_a_users_expired_tokens_when_issuing_one(tech) -> None:
+    _sign_in("tech")
+    ApiToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    _sign_in("tech")
+    assert ApiToken.objects.count() == 1 and ApiToken.objects.get().expires_at > timezone.now()
+
+
+def test_it_does_not_let_a_forged_forwarded_for_escape_the_throttle(tech, settings) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_token": "1/min"}}
+    client = APIClient()
+    assert _sign_in("tech", client=client).status_code == 200
+    client.credentials(HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert _sign_in("tech", client=client).status_code == 429

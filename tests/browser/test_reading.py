@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from cases.models import Priority, Study
+from inference.models import Prediction
 from tests.browser.studies import study_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -165,4 +166,43 @@ def test_it_raises_a_banner_when_the_ai_flags_a_stat_study(
     assert "STAT study flagged by the AI" in page.locator("#alert-banner").inner_text()
     page.wait_for_selector(f'#worklist-rows tr[data-study-id="{flagged.pk}"]')
     screenshot(page, "09-worklist-alert")
+    assert problems == []
+
+
+def test_it_shows_technicians_the_result_without_reading_tools(
+    logged_in_page, tech, demo_site, problems, screenshot
+) -> None:
+    study = study_ready(demo_site, probability=0.64, priority=Priority.URGENT, name="Alan Turing", sex="M")
+    Prediction.objects.filter(image__study=study).update(
+        outside_validated_use=True,
+        outside_validated_use_reason="Patient is 41 years old; the model is validated for ages 1 to 5.",
+    )
+    page = logged_in_page(tech)
+    page.goto(f"/studies/{study.pk}/")
+    page.wait_for_selector("#viewer[data-state=ready]")
+    assert "Outside validated use." in page.locator(".ai-image-panel").inner_text()
+    assert page.locator(".reading-form").count() == 0
+    page.keyboard.press("i")  # the viewer itself is for everyone: technicians check image quality
+    assert page.locator("[data-action=invert]").get_attribute("aria-pressed") == "true"
+    screenshot(page, "10-study-technician-outside-validated-use")
+    assert problems == []
+
+
+def test_it_searches_the_worklist_without_putting_the_words_in_a_url(
+    logged_in_page, named, demo_site, problems, screenshot
+) -> None:
+    rad, _ = named
+    wanted = study_ready(demo_site, probability=None, name="Marie Curie", priority=Priority.URGENT)
+    study_ready(demo_site, probability=0.7, name="Someone Else")
+    page = logged_in_page(rad)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/worklist/")
+    page.fill("#wl-search", "curie")
+    page.press("#wl-search", "Enter")
+    page.wait_for_selector(".filters-note")
+    rows = page.locator("#worklist-rows tr[data-study-id]")
+    assert rows.count() == 1 and rows.first.get_attribute("data-study-id") == str(wanted.pk)
+    assert not [url for url in requests if "curie" in url.lower()]
+    screenshot(page, "11-worklist-search-no-ai")
     assert problems == []

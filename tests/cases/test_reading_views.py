@@ -407,3 +407,12 @@ def test_it_lets_an_admin_radiologist_read_and_sign(client, admin_user, demo_sit
     client.force_login(admin_user)
     assert client.get(f"/studies/{study.pk}/").context["can_sign"] is True
     assert client.post(f"/studies/{study.pk}/sign/", {"finding": "pneumonia"}).status_code == 302
+
+
+def test_it_offers_the_next_study_once_this_one_is_signed(client, rad, study, demo_site) -> None:
+    following = study_ready(demo_site, probability=0.95, priority=Priority.STAT)
+    client.force_login(rad)
+    page = client.get(f"/studies/{study.pk}/")
+    assert page.context["next_study"] is None  # while reading, no shortcut away from the claim
+    client.post(f"/studies/{study.pk}/sign/", {"finding": "pneumonia"})
+    assert client.get(f"/studies/{study.pk}/").context["next_study"] == following

@@ -302,3 +302,14 @@ def test_it_leaves_polls_out_of_the_idle_timer(client, rad) -> None:
     client.force_login(rad)
     client.get("/worklist/rows/", HTTP_X_PNEUMO_BACKGROUND="1")
     assert "pneumo_last_activity" not in client.session
+
+
+def test_it_skips_rendering_rows_that_did_not_change(client, rad, waiting) -> None:
+    study = waiting(Priority.URGENT, 0.4)
+    client.force_login(rad)
+    first = client.get("/worklist/rows/", HTTP_X_PNEUMO_BACKGROUND="1").json()
+    same = client.get("/worklist/rows/", {"fp": first["fp"]}, HTTP_X_PNEUMO_BACKGROUND="1").json()
+    assert first["html"] and same["html"] is None and same["fp"] == first["fp"]
+    Study.objects.filter(pk=study.pk).update(status=S.IN_REVIEW, claimed_by=rad, updated_at=timezone.now())
+    changed = client.get("/worklist/rows/", {"fp": first["fp"]}, HTTP_X_PNEUMO_BACKGROUND="1").json()
+    assert changed["fp"] != first["fp"] and "In review" in changed["html"]

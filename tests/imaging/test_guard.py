@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -99,3 +100,23 @@ def test_it_keeps_working_after_a_child_was_killed() -> None:
     image = decode_guarded(make_png(), filename="a.png", **LIMITS)
 
     assert image.kind == "png"
+
+
+def test_it_works_in_a_process_forked_after_it_was_used() -> None:
+    # Celery's prefork pool forks workers from a parent that may already have decoded.
+    data = make_png()
+    decode_guarded(data, filename="a.png", **LIMITS)
+    read_end, write_end = os.pipe()
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        outcome = b"fail"
+        try:
+            outcome = decode_guarded(data, filename="a.png", **LIMITS).kind.encode()
+        finally:
+            os.write(write_end, outcome)
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+
+    assert os.read(read_end, 16) == b"png"

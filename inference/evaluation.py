@@ -1,0 +1,117 @@
+"""Evaluating a model version on a labelled folder (``NORMAL/`` and ``PNEUMONIA/``).
+
+The same decoding and preprocessing as the worker, on every decodable image
+whatever its eligibility. Metrics in plain NumPy so workers need nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cases.imaging import DecodeError, decode
+
+LABELS = ("NORMAL", "PNEUMONIA")
+SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ""}
+
+
+@dataclass(frozen=True)
+class Scored:
+    path: Path
+    label: int
+    probability: float
+
+
+def labelled_files(root: Path) -> Iterator[tuple[Path, int]]:
+    for index, label in enumerate(LABELS):
+        folder = root / label
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing: the folder needs NORMAL/ and PNEUMONIA/")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith("."):
+                yield path, index
+
+
+def model_input(path: Path, max_bytes: int, max_pixels: int) -> np.ndarray | None:
+    try:
+        decoded = decode(path.read_bytes(), filename=path.name, max_bytes=max_bytes, max_pixels=max_pixels)
+    except DecodeError:
+        return None
+    return decoded.model_image
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half)."""
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    combined = np.concatenate([positives, negatives])
+    for value in np.unique(combined):  # average ranks of ties
+        tied = combined == value
+        ranks[tied] = ranks[tied].mean()
+    u = ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(positives) * len(negatives)))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    thresholds = np.unique(scores)[::-1]
+    tpr = np.array([((scores >= t) & (labels == 1)).sum() for t in thresholds]) / max(1, (labels == 1).sum())
+    fpr = np.array([((scores >= t) & (labels == 0)).sum() for t in thresholds]) / max(1, (labels == 0).sum())
+    return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], tpr, [1.0]]), thresholds
+
+
+def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float = 0.95) -> float | None:
+    """The highest threshold whose sensitivity reaches ``target``."""
+    for t in np.unique(scores)[::-1]:
+        predicted = scores >= t
+        if predicted[labels == 1].mean() >= target:
+            return float(t)
+    return None
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    predicted = scores >= threshold
+    tp = int((predicted & (labels == 1)).sum())
+    fn = int((~predicted & (labels == 1)).sum())
+    tn = int((~predicted & (labels == 0)).sum())
+    fp = int((predicted & (labels == 0)).sum())
+    return {
+        "n": int(len(labels)),
+        "auc": auc(labels, scores),
+        "threshold": threshold,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        # rows: true NORMAL, PNEUMONIA; columns: predicted NORMAL, PNEUMONIA
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "threshold_at_95_sensitivity": threshold_for_sensitivity(labels, scores, 0.95),
+    }
+
+
+def roc_png(labels: np.ndarray, scores: np.ndarray, path: Path, title: str) -> None:
+    """A plain ROC curve drawn with Pillow (no plotting library in the image)."""
+    from PIL import Image, ImageDraw
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    size, pad = 480, 50
+    image = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([pad, pad, pad + size, pad + size], outline="black")
+    draw.line([pad, pad + size, pad + size, pad], fill=(180, 180, 180))
+    points = [(pad + x * size, pad + size - y * size) for x, y in zip(fpr, tpr, strict=True)]
+    draw.line(points, fill=(20, 90, 200), width=3)
+    draw.text((pad, 15), f"{title}  AUC {auc(labels, scores):.3f}", fill="black")
+    draw.text((pad + size // 2 - 60, pad + size + 15), "1 - specificity", fill="black")
+    draw.text((5, pad + size // 2), "sensitivity", fill="black")
+    image.save(path)

@@ -1,0 +1,87 @@
+"""`make run`'s launcher: the whole site comes up on embedded defaults and Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.processes import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"
+
+
+def _login(base: str, username: str, password: str) -> str:
+    session = requests.Session()
+    session.get(f"{base}/accounts/login/", timeout=10)
+    response = session.post(
+        f"{base}/accounts/login/",
+        timeout=10,
+        headers={"Referer": base},
+        data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+    )
+    return response.url.removeprefix(base)
+
+
+def test_it_runs_the_whole_site_and_stops_every_child_on_ctrl_c(tmp_path) -> None:
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "PNEUMO_TEST_SQLITE"}
+    }
+    env.update(
+        PORT=str(port),
+        PNEUMO_DEMO_PASSWORD="a-demo-password-1",
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        MEDIA_ROOT=str(tmp_path / "media"),
+        PYTHONUNBUFFERED="1",
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "scripts/run.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("Press Ctrl-C" in line for line in output):
+            line = launcher.stdout.readline()
+            assert line or launcher.poll() is None, "".join(output)
+            output.append(line)
+        text = "".join(output)
+        base = f"http://127.0.0.1:{port}"
+        assert f"running at {base}/" in text
+        assert re.search(r"rad2\s+a-demo-password-1", text)
+        assert requests.get(f"{base}/health/", timeout=5).json()["worker_ready"] is True
+        assert _login(base, "tech", "a-demo-password-1") == "/upload/"
+        assert _login(base, "rad", "a-demo-password-1") == "/worklist/"
+        children = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)]
+        assert len(children) == 4  # redis, worker, beat, web
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)]
