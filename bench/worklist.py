@@ -55,7 +55,7 @@ def populate(n_studies: int, seed: int = 7) -> dict:
     version = ModelVersion.objects.create(
         name="bench-model", version="1", source_path="x", sha256="0" * 64, preprocessing_version="p", is_active=True
     )
-    rad = User.objects.create_user("bench-rad", password="not-used-bench-only")
+    rad = User.objects.create_user("bench-rad")  # no password: the bench logs in with force_login
     rad.sites.set([demo])
     rad.groups.add(Group.objects.get_or_create(name="Radiologist")[0])
     now = timezone.now()
@@ -71,13 +71,22 @@ def populate(n_studies: int, seed: int = 7) -> dict:
         patient = patients[i % len(patients)]
         status = rng.choice(statuses)
         probability = None if rng.random() < 0.05 or status in (S.QUEUED, S.ANALYZING) else rng.random()
-        studies.append(Study(
-            site=patient.site, patient=patient, study_instance_uid=f"2.25.{i}", accession_number=f"A{i:07d}",
-            study_date=(now - timedelta(days=rng.randint(0, 60))).date(), priority=rng.choice(priorities),
-            status=status, ai_probability=probability, ai_flagged=probability is not None and probability >= 0.5,
-            claimed_by=rad if status == S.IN_REVIEW else None, claim_seen_at=now if status == S.IN_REVIEW else None,
-            status_reason="" if probability is not None else "No AI result: no image is eligible for the AI.",
-        ))
+        studies.append(
+            Study(
+                site=patient.site,
+                patient=patient,
+                study_instance_uid=f"2.25.{i}",
+                accession_number=f"A{i:07d}",
+                study_date=(now - timedelta(days=rng.randint(0, 60))).date(),
+                priority=rng.choice(priorities),
+                status=status,
+                ai_probability=probability,
+                ai_flagged=probability is not None and probability >= 0.5,
+                claimed_by=rad if status == S.IN_REVIEW else None,
+                claim_seen_at=now if status == S.IN_REVIEW else None,
+                status_reason="" if probability is not None else "No AI result: no image is eligible for the AI.",
+            )
+        )
     for start in range(0, len(studies), BATCH):
         Study.objects.bulk_create(studies[start : start + BATCH])
     studies = list(Study.objects.order_by("pk"))
@@ -85,23 +94,39 @@ def populate(n_studies: int, seed: int = 7) -> dict:
     Study.objects.bulk_update(received, ["received_at"], batch_size=BATCH)
     images = Image.objects.bulk_create(
         (
-            Image(study=s, site_id=s.site_id, sop_instance_uid=f"2.25.9{s.pk}", kind="dicom", file=f"bench/{s.pk}.dcm",
-                  sha256="0" * 64, ai_eligibility="eligible")
+            Image(
+                study=s,
+                site_id=s.site_id,
+                sop_instance_uid=f"2.25.9{s.pk}",
+                kind="dicom",
+                file=f"bench/{s.pk}.dcm",
+                sha256="0" * 64,
+                ai_eligibility="eligible",
+            )
             for s in studies
         ),
         batch_size=BATCH,
     )
     Prediction.objects.bulk_create(
         (
-            Prediction(image=img, model_version=version, preprocessing_version="p", status=PredictionStatus.SUCCEEDED,
-                       probability=0.5, outside_validated_use=i % 10 == 0,
-                       outside_validated_use_reason="Adult patient (34 years)" if i % 10 == 0 else "")
+            Prediction(
+                image=img,
+                model_version=version,
+                preprocessing_version="p",
+                status=PredictionStatus.SUCCEEDED,
+                probability=0.5,
+                outside_validated_use=i % 10 == 0,
+                outside_validated_use_reason="Adult patient (34 years)" if i % 10 == 0 else "",
+            )
             for i, img in enumerate(images)
         ),
         batch_size=BATCH,
     )
-    return {"user": rad, "studies": len(studies), "to_read": Study.objects.filter(site=demo, status__in=(
-        S.AWAITING_REVIEW, S.IN_REVIEW)).count()}
+    return {
+        "user": rad,
+        "studies": len(studies),
+        "to_read": Study.objects.filter(site=demo, status__in=(S.AWAITING_REVIEW, S.IN_REVIEW)).count(),
+    }
 
 
 def wire_urls() -> None:
@@ -151,8 +176,10 @@ def run(args: argparse.Namespace, where: str) -> dict:
 
     started = time.perf_counter()
     data = populate(args.studies)
-    print(f"{data['studies']} studies ({data['to_read']} to read at the radiologist's site) in {where}, "
-          f"built in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{data['studies']} studies ({data['to_read']} to read at the radiologist's site) in {where}, "
+        f"built in {time.perf_counter() - started:.1f} s"
+    )
     wire_urls()
     client = Client()
     client.force_login(data["user"])
@@ -162,8 +189,9 @@ def run(args: argparse.Namespace, where: str) -> dict:
         client.post("/worklist/", {"per_page": str(per_page)})
         results[f"worklist page 1, {per_page}/page"] = measure(client, "get", "/worklist/", args.requests)
         results[f"worklist page 20, {per_page}/page"] = measure(client, "get", "/worklist/?page=20", args.requests)
-        results[f"rows JSON (poll), {per_page}/page"] = measure(client, "get", "/worklist/rows/", args.requests,
-                                                               **background)
+        results[f"rows JSON (poll), {per_page}/page"] = measure(
+            client, "get", "/worklist/rows/", args.requests, **background
+        )
     client.post("/worklist/", {"per_page": str(DEFAULT_PAGE_SIZE), "search": "smith", "priority": "urgent"})
     results["worklist searched 'smith' + urgent"] = measure(client, "get", "/worklist/", args.requests)
     return {"database": where, "studies": data["studies"], "to_read": data["to_read"], "results": results}
@@ -180,8 +208,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
     from django.conf import settings
+    from django.core.management import call_command
     from django.db import connection
 
     # Not setup_test_environment(): its template instrumentation would be timed too.

@@ -102,7 +102,7 @@ class ImageInline(admin.TabularInline):
 class StudyAdminForm(forms.ModelForm):
     class Meta:
         model = Study
-        fields = "__all__"
+        fields = ["patient", "site", "study_instance_uid", "accession_number", "study_date", "description", "priority"]
 
     def clean(self) -> dict:
         data = super().clean()

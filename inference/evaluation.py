@@ -86,7 +86,7 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     tn = int((~predicted & (labels == 0)).sum())
     fp = int((predicted & (labels == 0)).sum())
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "auc": auc(labels, scores),
         "threshold": threshold,
         "sensitivity": _ratio(tp, tp + fn),

@@ -164,3 +164,28 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+class broker_at:  # noqa: N801 - used as a context manager, reads like a phrase
+    """Point this process's Celery app at another broker for the duration of a test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _switch(self, url: str) -> None:
+        from pneumo.celery import app
+
+        app.pool.force_close_all()
+        app.conf.broker_url = url
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    def __enter__(self) -> broker_at:
+        from pneumo.celery import app
+
+        self.previous = app.conf.broker_url
+        self._switch(self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._switch(self.previous)
