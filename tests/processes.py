@@ -166,7 +166,7 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
-class broker_at:  # noqa: N801 - used as a context manager, reads like a phrase
+class broker_at:
     """Point this process's Celery app at another broker for the duration of a test."""
 
     def __init__(self, url: str) -> None:
