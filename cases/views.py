@@ -132,3 +132,18 @@ def image_file(request: HttpRequest, pk: int) -> HttpResponse:
     image = selectors.image_for_user(user=request.user, pk=pk)
     audit_record(action="download_image", user=request.user, obj=image, request=request)
     return file_response(image)
+
+
+@require_GET
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape: ``Authorization: Bearer $PNEUMO_METRICS_TOKEN``, or an admin's session."""
+    token = settings.PNEUMO_METRICS_TOKEN
+    bearer = request.headers.get("Authorization", "") == f"Bearer {token}" if token else False
+    if not (bearer or (request.user.is_authenticated and request.user.is_staff)):
+        return HttpResponse(status=404)
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from inference.metrics import metrics_text
+
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ admin.site.site_title = "Pneumo admin"
 
 urlpatterns = [
     path("health/", case_views.health, name="health"),
+    path("metrics", case_views.metrics, name="metrics"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),

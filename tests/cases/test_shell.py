@@ -48,3 +48,23 @@ def test_it_shows_navigation_by_role(client, tech, rad) -> None:
     client.force_login(rad)
     page = client.get(reverse("studies")).content.decode()
     assert 'href="/worklist/"' in page and 'href="/upload/"' not in page
+
+
+def test_it_exposes_prometheus_metrics_to_the_scraper_and_admins_only(client, settings, admin_user, rad) -> None:
+    settings.PNEUMO_METRICS_TOKEN = "scrape-secret"
+    assert client.get("/metrics").status_code == 404
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+    body = response.content.decode()
+    assert response.status_code == 200
+    for name in (
+        "pneumo_queue_length",
+        'pneumo_predictions{status="failed"}',
+        "pneumo_workers_alive",
+        'pneumo_prediction_latency_seconds{quantile="0.5"}',
+        'pneumo_studies{status="reported"}',
+    ):
+        assert name in body
+    client.force_login(rad)
+    assert client.get("/metrics").status_code == 404
+    client.force_login(admin_user)
+    assert client.get("/metrics").status_code == 200
