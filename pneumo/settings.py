@@ -258,14 +258,23 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- REST API ----------------------------------------------------------------------
+PNEUMO_API_TOKEN_HOURS = envint("PNEUMO_API_TOKEN_HOURS", 8)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "cases.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["cases.api.throttles.ApiUserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api": envstr("PNEUMO_API_RATE", "1000/min"),
+        "api_upload": envstr("PNEUMO_API_UPLOAD_RATE", "120/min"),
+        "api_token": envstr("PNEUMO_API_TOKEN_RATE", "30/min"),
+    },
+    "NUM_PROXIES": envint("PNEUMO_PROXY_COUNT", 0),  # the same count axes uses
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pneumo API",
@@ -275,6 +284,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "cases.states.StudyStatus"},
 }
 
 # --- Logging: no patient data leaves in a log line ---------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,6 +144,7 @@ def main() -> None:
     if not os.environ.get("REDIS_URL"):
         os.environ["REDIS_URL"] = redis_start()
     redis_wait(os.environ["REDIS_URL"])
+    log("broker " + re.sub(r"//[^@/]*@", "//***@", os.environ["REDIS_URL"]))  # never print a password
 
     manage("migrate", "--noinput", "-v", "0")
     manage("prepare_models")

@@ -7,6 +7,7 @@ No Django here: upload, API and worker tests can all use it.
     data = make_dicom()                                   # 8-bit CR chest, explicit VR LE
     data = make_dicom(1, transfer_syntax=JPEG2000Lossless, bits=12, patient_age="004Y")
     data = make_dicom(modality="CT", body_part="KNEE", frames=3)
+    data = rewrite_dicom(data, remove=("PatientAge",), Rows=4096)
     png = make_png(bits=16); jpeg = make_jpeg(exif_orientation=6)
 
 ``source`` picks the picture: an index into ``packaged_sample_images()`` (0-15;
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -203,6 +205,20 @@ def dataset_bytes(ds: Dataset, *, preamble: bytes = b"") -> bytes:
     ds.preamble = preamble.ljust(128, b"\x00")[:128]
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def rewrite_dicom(data: bytes, *, remove: tuple[str, ...] = (), **attributes: Any) -> bytes:
+    """The file with attributes set (by keyword) or removed, pixel data untouched: for lying headers.
+
+    rewrite_dicom(make_dicom(), Rows=60000, Columns=60000)
+    rewrite_dicom(make_dicom(), remove=("PixelData",))
+    """
+    ds = dcmread(io.BytesIO(data))
+    for keyword in remove:
+        delattr(ds, keyword)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return dataset_bytes(ds, preamble=ds.preamble or b"")
 
 
 def _sop_class(modality: str | None, frames: int) -> str:

@@ -20,12 +20,12 @@ from pydicom.datadict import dictionary_VR
 from .errors import CorruptImage, TooComplex, TooLarge, Truncated
 from .sniff import DICOM_PREAMBLE_LENGTH
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 MAX_SEQUENCE_DEPTH = 12
 MAX_ELEMENTS = 200_000
+MAX_META_ELEMENTS = 1_000  # the file meta group has about ten
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM = (0xFFFE, 0xE000)
@@ -101,12 +101,15 @@ def _starts_explicit(body: bytes, start: int) -> bool:
 def read_transfer_syntax(data: bytes) -> tuple[str, int]:
     """The transfer syntax UID from the file meta group, and where the dataset starts."""
     pos, syntax = DICOM_PREAMBLE_LENGTH + 4, None
-    while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
-        tag = struct.unpack_from("<HH", data, pos)
+    for _ in range(MAX_META_ELEMENTS):
+        if pos + 8 > len(data) or struct.unpack_from("<H", data, pos)[0] != 0x0002:
+            break
         start, length = _meta_element(data, pos)
-        if tag == TRANSFER_SYNTAX:
+        if struct.unpack_from("<HH", data, pos) == TRANSFER_SYNTAX:
             syntax = data[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
+    else:
+        raise TooComplex(f"DICOM file header has more than {MAX_META_ELEMENTS} elements")
     if pos > len(data):
         raise Truncated(TRUNCATED)
     if not syntax:

@@ -13,6 +13,7 @@ share them.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ def decode_raster(data: bytes, fmt: RasterFormat, *, max_pixels: int) -> Decoded
     with _pillow_limits(max_pixels):
         image = _open(data, fmt, max_pixels)
         _load(image, fmt)
-        image = ImageOps.exif_transpose(image)
+        image = _upright(image)
     pixels, bits = grayscale_pixels(image)
     return _decoded(fmt, pixels, bits)
 
@@ -83,6 +84,14 @@ def _load(image: Image.Image, fmt: RasterFormat) -> None:
         if "truncated" in str(exc).lower() or isinstance(exc, EOFError):
             raise Truncated(f"The {fmt.upper()} file is truncated (incomplete upload or copy?)") from exc
         raise CorruptImage(f"The {fmt.upper()} file is damaged and could not be decoded") from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    # A damaged EXIF block should not cost a good image: without a readable orientation, keep it as stored.
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, KeyError, TypeError, struct.error):
+        return image
 
 
 def grayscale_pixels(image: Image.Image) -> tuple[np.ndarray, int]:

@@ -125,6 +125,7 @@
     stage.dataset.state = "loading";
     show("Loading image…");
     img = null; heat = null;
+    delete stage.dataset.heatmap;
     try {
       const response = await fetch(pixelsUrl, { credentials: "same-origin" });
       if (!response.ok) throw new Error(response.status === 404 ? "This image cannot be displayed." : "Image request failed (" + response.status + ").");

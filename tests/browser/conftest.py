@@ -31,8 +31,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 VIEWPORT = {"width": 1600, "height": 960}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[object]:
+    """One Chromium per test module: Playwright's loop must be gone before other code starts its own."""
     if not CHROMIUM.exists():
         reason = f"BROWSER TESTS NOT RUN: {CHROMIUM} is missing (apt-get install chromium)"
         if os.environ.get("CI") == "true":

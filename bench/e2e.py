@@ -1,0 +1,299 @@
+"""End-to-end speed of the whole site, started the way `make run` starts it (gunicorn, Celery, Redis).
+
+    .venv/bin/python bench/e2e.py [--runs 50] [--load-studies 120]
+
+Measures, on this machine:
+- upload to stored result, server side: from the upload request leaving the
+  client (loopback, so its arrival) to the prediction's commit time in the
+  database, per file type, median and 95th percentile over --runs uploads;
+- sustained studies per second through the whole app against decode +
+  preprocessing + served inference alone on the same files, in this process;
+- /health/ and the worklist page's latency while the workers are saturated;
+- cold start: a new worker process's first result, from its exec.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pydicom  # noqa: E402
+import requests  # noqa: E402
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, generate_uid  # noqa: E402
+
+from tests.dicom_factory import make_dicom, make_png  # noqa: E402
+from tests.processes import free_port  # noqa: E402
+
+PASSWORD = "bench-password-123"  # noqa: S105 - a throwaway site of the bench's own
+GOALS = {  # file type: (median s, p95 s)
+    "jpeg-baseline-1024": (0.5, 1.5),
+    "uncompressed-12bit-2500x2048": (0.5, 1.5),
+    "png-1024": (0.5, 1.5),
+    "j2k-12bit-2500x2048": (1.0, None),
+}
+
+
+def files() -> dict[str, tuple[str, bytes]]:
+    return {
+        "jpeg-baseline-1024": ("a.dcm", make_dicom(8, shape=(1024, 1024), transfer_syntax=JPEGBaseline8Bit)),
+        "uncompressed-12bit-2500x2048": ("b.dcm", make_dicom(9, shape=(2500, 2048), bits=12)),
+        "png-1024": ("c.png", make_png(10, shape=(1024, 1024))),
+        "j2k-12bit-2500x2048": ("d.dcm", make_dicom(11, shape=(2500, 2048), bits=12,
+                                                    transfer_syntax=JPEG2000Lossless)),
+    }
+
+
+def fresh_copy(name: str, data: bytes) -> bytes:
+    """The same pixels under new UIDs (or, for a PNG, one changed byte of metadata), so it is no duplicate."""
+    if name.endswith(".png"):
+        return _png_with_text(data)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _png_with_text(data: bytes) -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("bench", generate_uid())
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        image.save(out, format="PNG", pnginfo=info, compress_level=1)
+    return out.getvalue()
+
+
+class Site:
+    """The site as `make run` starts it, on a private port, database and media folder."""
+
+    def __init__(self, workdir: Path, concurrency: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.db = workdir / "bench.sqlite3"
+        env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
+        env.update(PORT=str(self.port), PNEUMO_DEMO_PASSWORD=PASSWORD, DATABASE_URL=f"sqlite:///{self.db}",
+                   MEDIA_ROOT=str(workdir / "media"), PNEUMO_WORKER_CONCURRENCY=str(concurrency),
+                   PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY="bench-" + "k" * 50,
+                   ALLOWED_HOSTS="127.0.0.1,localhost", PNEUMO_HTTPS="0", LOG_LEVEL="WARNING")
+        self.env = env
+        self.process = subprocess.Popen([sys.executable, "scripts/run.py"], cwd=ROOT, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output = ""
+        while "Press Ctrl-C" not in self.output:
+            line = self.process.stdout.readline()
+            if not line and self.process.poll() is not None:
+                raise SystemExit(f"the site did not start:\n{self.output}")
+            self.output += line
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+
+    def session(self, username: str) -> requests.Session:
+        session = requests.Session()
+        session.get(f"{self.base}/accounts/login/")
+        session.post(f"{self.base}/accounts/login/", headers={"Referer": self.base},
+                     data={"username": username, "password": PASSWORD,
+                           "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+        session.headers.update({"X-CSRFToken": session.cookies["csrftoken"], "Referer": self.base})
+        return session
+
+    def upload(self, session: requests.Session, name: str, data: bytes, priority: str = "routine") -> int:
+        form = {"priority": priority, "patient_id": "BENCH-PNG", "patient_name": "Bench Png"}
+        response = session.post(f"{self.base}/upload/files/", files={"files": (name, data)}, data=form)
+        body = response.json()
+        if body["files"][0]["status"] != "stored":
+            raise SystemExit(f"upload refused: {body}")
+        return body["files"][0]["image_id"]
+
+    def finished_at(self, image_id: int, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        with sqlite3.connect(self.db, timeout=30) as connection:
+            while time.monotonic() < deadline:
+                row = connection.execute("SELECT finished_at, status FROM inference_prediction WHERE image_id = ?",
+                                         (image_id,)).fetchone()
+                if row and row[1] in ("succeeded", "failed"):
+                    return datetime.fromisoformat(row[0]).timestamp()
+                time.sleep(0.01)
+        raise SystemExit(f"no result for image {image_id}")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def bench_latency(site: Site, runs: int) -> list[tuple[str, float, float, tuple]]:
+    session = site.session("tech")
+    rows = []
+    for kind, (name, data) in files().items():
+        copies = [fresh_copy(name, data) for _ in range(runs + 3)]
+        samples = []
+        for i, copy in enumerate(copies):
+            sent = time.time()
+            image_id = site.upload(session, name, copy)
+            elapsed = site.finished_at(image_id) - sent
+            if i >= 3:  # warm-up
+                samples.append(elapsed)
+        rows.append((kind, statistics.median(samples), pct(samples, 95), GOALS[kind]))
+        print(f"  {kind:<30} median {rows[-1][1]:.3f} s  p95 {rows[-1][2]:.3f} s", flush=True)
+    return rows
+
+
+def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
+    """Decode + preprocessing + served inference alone, one process per core, studies per second."""
+    code = (
+        "import sys,time,pickle; sys.path.insert(0,'.');"
+        "from bench.e2e import _standalone; print(_standalone(pickle.load(sys.stdin.buffer)))"
+    )
+    import pickle
+
+    cores = os.cpu_count() or 1
+    started = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for _ in range(cores)]
+    share = [payloads[i::cores] for i in range(cores)]
+    for proc, part in zip(procs, share, strict=True):
+        proc.stdin.write(pickle.dumps(part))
+        proc.stdin.close()
+    busy = [float(proc.stdout.read().decode().strip().splitlines()[-1]) for proc in procs]
+    del started
+    return len(payloads) / max(busy)
+
+
+def _standalone(payloads: list[tuple[str, bytes]]) -> float:
+    import glob
+
+    from cases.imaging import decode
+    from inference.classifier import HEATMAP_SCALES, LiteRTClassifier
+
+    model_dir = Path(sorted(glob.glob(str(ROOT / "var" / "models" / "*")))[0])
+    classifier = LiteRTClassifier(model_dir / "model.tflite", model_dir / "head.npz",
+                                  heatmap_scale=next(iter(HEATMAP_SCALES.values()))).load()
+    started = time.perf_counter()
+    for name, data in payloads:
+        image = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000).model_image
+        classifier.predict(image)
+    return time.perf_counter() - started
+
+
+def bench_throughput(site: Site, studies: int) -> tuple[float, float, dict]:
+    kinds = list(files().values())
+    payloads = [(kinds[i % 2][0], fresh_copy(*kinds[i % 2])) for i in range(studies)]  # JPEG and 12-bit mixes
+    sessions = [site.session("tech") for _ in range(4)]
+    during: dict[str, list[float]] = {"health": [], "worklist": []}
+    stop = threading.Event()
+    rad = site.session("rad")
+
+    def probe() -> None:
+        while not stop.is_set():
+            for key, url, client in (("health", "/health/", requests), ("worklist", "/worklist/", rad)):
+                t0 = time.perf_counter()
+                client.get(site.base + url)
+                during[key].append(time.perf_counter() - t0)
+            time.sleep(0.05)
+
+    started = time.time()
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda item: site.upload(sessions[item[0] % 4], *item[1]), enumerate(payloads)))
+    prober = threading.Thread(target=probe)
+    prober.start()  # the workers are saturated from here until the queue drains
+    last = max(site.finished_at(i, timeout=600) for i in ids)
+    stop.set()
+    prober.join()
+    app_rate = studies / (last - started)
+    alone = standalone_rate(payloads)
+    return app_rate, alone, during
+
+
+def bench_cold_start(site: Site) -> float:
+    """A new worker process (celery worker command) returns its first result: seconds from exec."""
+    session = site.session("tech")
+    env = dict(site.env)
+    env["REDIS_URL"] = env.get("REDIS_URL") or re.search(r"broker (redis://\S+)", site.output).group(1)
+    queue = "cold-start"
+    env["PNEUMO_QUEUE"] = queue
+    name, data = files()["jpeg-baseline-1024"]
+    # Publish to a queue nobody consumes yet, then start a worker on it.
+    code = ("import django,os,sys; sys.path.insert(0,'.'); os.environ.setdefault('DJANGO_SETTINGS_MODULE',"
+            "'pneumo.settings'); django.setup(); from inference.services import predictions_enqueue;"
+            "predictions_enqueue(prediction_ids=[int(sys.argv[1])])")
+    image_id = site.upload(session, name, fresh_copy(name, data))
+    site.finished_at(image_id)
+    with sqlite3.connect(site.db) as connection:
+        connection.execute("UPDATE inference_prediction SET status='pending', attempts=0, finished_at=NULL, "
+                           "lease_until=NULL WHERE image_id=?", (image_id,))
+        prediction_id = connection.execute("SELECT id FROM inference_prediction WHERE image_id=?",
+                                           (image_id,)).fetchone()[0]
+    subprocess.run([sys.executable, "-c", code, str(prediction_id)], cwd=ROOT, env=env, check=True)
+    started = time.time()
+    worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "pneumo", "worker", "-Q", queue,
+                               "--concurrency", "1", "--without-mingle", "--without-gossip", "--without-heartbeat",
+                               "--hostname", "cold@%h", "--loglevel", "WARNING"], cwd=ROOT, env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return site.finished_at(image_id) - started
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--load-studies", type=int, default=120)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as workdir:
+        site = Site(Path(workdir), args.concurrency)
+        try:
+            print("upload to stored result (server side):", flush=True)
+            latency = bench_latency(site, args.runs)
+            print("throughput and responsiveness under load:", flush=True)
+            app_rate, alone, during = bench_throughput(site, args.load_studies)
+            cold = bench_cold_start(site)
+        finally:
+            site.stop()
+    print("\n| figure | measured | goal | met |\n|---|---|---|---|")
+    for kind, median, p95, (goal_median, goal_p95) in latency:
+        print(f"| upload to result, {kind}, median | {median:.3f} s | <= {goal_median} s | "
+              f"{'yes' if median <= goal_median else 'NO'} |")
+        if goal_p95:
+            print(f"| upload to result, {kind}, p95 | {p95:.3f} s | <= {goal_p95} s | "
+                  f"{'yes' if p95 <= goal_p95 else 'NO'} |")
+    ratio = app_rate / alone
+    print(f"| studies/s through the app ({args.concurrency} worker processes) | {app_rate:.2f} | | |")
+    print(f"| studies/s decode+preprocess+inference alone ({os.cpu_count()} processes) | {alone:.2f} | | |")
+    print(f"| pipeline ratio | {ratio:.2f} | >= 0.5 | {'yes' if ratio >= 0.5 else 'NO'} |")
+    for key, goal in (("health", 0.020), ("worklist", 0.150)):
+        values = during[key]
+        p95 = pct(values, 95) if values else float("nan")
+        print(f"| /{key}/ p95 while workers are saturated (n={len(values)}) | {p95 * 1000:.1f} ms | "
+              f"<= {goal * 1000:.0f} ms | {'yes' if p95 <= goal else 'NO'} |")
+    print(f"| cold start: new worker process to first result | {cold:.2f} s | < 1 s | {'yes' if cold < 1 else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
