@@ -264,8 +264,22 @@ def _storage_name(decoded: DecodedImage, sha256: str) -> str:
     return f"studies/{timezone.now():%Y/%m}/{sha256[:2]}/{sha256}.{ext}"
 
 
+def _model_input(decoded: DecodedImage) -> tuple[bytes | None, str]:
+    """The model's input grid as a small PNG, for the worker (see classifier.reduce_to_input_grid)."""
+    from PIL import Image as PILImage
+
+    from inference.classifier import INPUT_SIZE, PREPROCESSING_VERSION, reduce_to_input_grid
+
+    if decoded.model_image is None:
+        return None, ""
+    buffer = io.BytesIO()
+    PILImage.fromarray(reduce_to_input_grid(decoded.model_image, INPUT_SIZE)).save(buffer, format="PNG")
+    return buffer.getvalue(), PREPROCESSING_VERSION
+
+
 def _image_fields(decoded: DecodedImage, ident: Identity, eligibility) -> dict:
     meta = decoded.metadata
+    model_input, model_input_version = _model_input(decoded)
     spacing = meta.pixel_spacing
     center, width = decoded.default_window or (None, None)
     return {
@@ -288,6 +302,8 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility) -> dict:
         "patient_age_years": ident.age_years,
         "ai_eligibility": eligibility.status,
         "ai_eligibility_reason": eligibility.reason,
+        "model_input": model_input,
+        "model_input_version": model_input_version,
     }
 
 

@@ -188,6 +188,11 @@ class Image(models.Model):
     ai_eligibility = models.CharField(max_length=24, choices=Eligibility.choices)
     ai_eligibility_reason = models.TextField(blank=True)
     file_state = models.CharField(max_length=8, choices=FileState.choices, default=FileState.OK)
+    # The 8-bit image already reduced to the model's input grid at ingest (a
+    # ~15 kB PNG), so the worker need not decode the original again; workers
+    # fall back to the original when the preprocessing version differs.
+    model_input = models.BinaryField(null=True, blank=True, editable=False)
+    model_input_version = models.CharField(max_length=64, blank=True, editable=False)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -18,16 +18,19 @@ TECHNICIAN = "Technician"
 RADIOLOGIST = "Radiologist"
 
 
-def study_transition(*, study: Study, target: str, reason: str = "") -> bool:
+def study_transition(*, study: Study, target: str, reason: str | None = None) -> bool:
     """Move a study to ``target`` if it is not there already; refuse illegal moves.
 
-    Returns whether the status changed. Callers hold the study's row lock.
+    ``reason`` None keeps the current reason (a "no AI result" note survives
+    claiming and signing). Returns whether the status changed. Callers hold the
+    study's row lock.
     """
     if study.status == target:
         return False
     check_transition(study.status, target)
     study.status = target
-    study.status_reason = reason
+    if reason is not None:
+        study.status_reason = reason
     fields = ["status", "status_reason", "updated_at"]
     if target == StudyStatus.REPORTED:
         study.reported_at = timezone.now()

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from cases import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("worklist/", views.placeholder, {"title": "Worklist"}, name="worklist"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
     path("studies/", views.studies, name="studies"),
     path("studies/status/", views.study_statuses, name="study_statuses"),
     path("images/<int:pk>/file", views.image_file, name="image_file"),
-    path("dashboard/", views.placeholder, {"title": "Dashboard"}, name="dashboard"),
+    path("", include("cases.urls_reading")),
 ]

@@ -66,11 +66,6 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect(selectors.user_home_url_name(user=request.user))
 
 
-@login_required
-def placeholder(request: HttpRequest, title: str) -> HttpResponse:
-    return render(request, "cases/placeholder.html", {"title": title})
-
-
 # --- Upload ---------------------------------------------------------------------------
 
 

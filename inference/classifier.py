@@ -75,6 +75,22 @@ def preprocess(image: np.ndarray | Image.Image, size: int = INPUT_SIZE) -> np.nd
     return x[np.newaxis]
 
 
+def reduce_to_input_grid(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """The uint8 image resized to the model's grid, so that ``preprocess`` of it equals ``preprocess`` of the original.
+
+    NEAREST picks the same source pixels whether a grey image is expanded to RGB
+    before or after resizing, so ingest can keep this small grid and the worker
+    skip decoding the original again. Only for this preprocessing version.
+    """
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"expected a uint8 HxW or HxWx3 image, got {array.dtype} {array.shape}")
+    pil = Image.fromarray(np.ascontiguousarray(array))
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(pil)
+
+
 @dataclass(frozen=True)
 class Head:
     """Weights of the dense head after the Xception base (Dropout is identity at inference)."""

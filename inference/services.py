@@ -8,17 +8,20 @@ worker died takes it over; the attempt cap ends poison inputs.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from cases.imaging import DecodeError, decode
 from cases.models import Eligibility, Image, Study
@@ -147,8 +150,12 @@ def _fail_if_exhausted(prediction_id: int, now) -> None:
         study_ai_refresh(study_id=prediction.image.study_id)
 
 
-def _model_input(image: Image) -> tuple[object, float]:
+def _model_input(image: Image, version: ModelVersion) -> tuple[object, float]:
+    """The 8-bit image for the model: the grid kept at ingest, else the stored original decoded again."""
     started = time.perf_counter()
+    if image.model_input and image.model_input_version == version.preprocessing_version:
+        with PILImage.open(io.BytesIO(bytes(image.model_input))) as grid:
+            return np.asarray(grid), (time.perf_counter() - started) * 1000
     with default_storage.open(image.file.name, "rb") as handle:
         data = handle.read()
     decoded = decode(
@@ -171,7 +178,7 @@ def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "")
         current = Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first()
         return RunOutcome(prediction_id, False, current or "missing")
     study_ai_refresh(study_id=prediction.image.study_id)
-    model_image, decode_ms = _model_input(prediction.image)
+    model_image, decode_ms = _model_input(prediction.image, prediction.model_version)
     result = runtime.classifier_for(prediction.model_version).predict(model_image)
     _prediction_store(prediction, result, decode_ms)
     return RunOutcome(prediction_id, True, P.SUCCEEDED)

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
@@ -301,8 +301,7 @@ def _read_all(fd: int, size: int) -> bytes:
 
 def _child_main(conn: Connection, input_fd: int, output_fd: int) -> None:
     baseline = _current_address_space()
-    _prefault_heap(PREFAULT_MB)
-    _preallocate(output_fd, OUTPUT_PREALLOCATE_MB)
+    _prepare_while_idle(conn, output_fd)
     try:
         job = conn.recv()
     except (EOFError, OSError):
@@ -312,6 +311,14 @@ def _child_main(conn: Connection, input_fd: int, output_fd: int) -> None:
     # that would only fill the server's log. (warnings.catch_warnings is not thread-safe in-process.)
     warnings.simplefilter("ignore")
     conn.send(_outcome(job, input_fd, output_fd))
+
+
+def _prepare_while_idle(conn: Connection, output_fd: int) -> None:
+    # Warming up pays only while nothing waits: once an upload is here, faulting on demand is cheaper.
+    for _ in _prefault_heap(PREFAULT_MB):
+        if conn.poll(0):
+            return
+    _preallocate(output_fd, OUTPUT_PREALLOCATE_MB)
 
 
 def _outcome(job: _Job, input_fd: int, output_fd: int) -> tuple[str, Any]:
@@ -333,11 +340,12 @@ def _preallocate(fd: int, megabytes: int) -> None:
         return
 
 
-def _prefault_heap(megabytes: int) -> None:
+def _prefault_heap(megabytes: int) -> Iterator[None]:
     """Touch ``megabytes`` of heap and keep it, so the decode reuses resident pages instead of faulting.
 
-    On virtual machines a first touch costs microseconds per 4 KiB page, which
-    for a 5-megapixel image is more than the decode itself. glibc only.
+    On virtual machines a first touch costs microseconds per 4 KiB page, a
+    large share of a 5-megapixel decode. Yields after each block so the caller
+    can stop early. glibc only.
     """
     mallopt = _libc_function("mallopt")
     if mallopt is None:
@@ -345,7 +353,10 @@ def _prefault_heap(megabytes: int) -> None:
     mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD)  # blocks up to 32 MiB come from the heap...
     mallopt(_M_TRIM_THRESHOLD, (megabytes + 64) * 2**20)  # ...and freed heap is kept, not trimmed
     block = _MAX_MMAP_THRESHOLD // 2
-    touched = [np.ones(block, np.uint8) for _ in range(megabytes * 2**20 // block)]
+    touched = []
+    for _ in range(megabytes * 2**20 // block):
+        touched.append(np.ones(block, np.uint8))
+        yield
     del touched
 
 

@@ -28,12 +28,6 @@ PASSWORD = "correct-horse-battery"  # tests/conftest.py's users
 
 
 @pytest.fixture(autouse=True)
-def api_urls(settings) -> None:
-    # Mounts the API until pneumo/urls.py includes it (then this is the project's URLconf as it is).
-    settings.ROOT_URLCONF = "tests.api.urls"
-
-
-@pytest.fixture(autouse=True)
 def _fresh_throttles() -> None:
     django_cache.clear()
 

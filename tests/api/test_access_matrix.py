@@ -19,7 +19,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from tests.api.conftest import PASSWORD, World, dicom_bytes
 
-URLCONF = "tests.api.urls"
+URLCONF = "pneumo.urls"
 PREFIX = "api/v1/"
 METHODS = ("get", "post", "put", "patch", "delete")
 ROLES = ("anon", "tech", "rad", "admin")

@@ -38,7 +38,7 @@ RADIOLOGIST_PATHS = re.compile(r"/studies/\{id\}/(claim|release|review|amend|pre
 def test_it_generates_the_schema_without_warnings(tmp_path: Path) -> None:
     GENERATOR_STATS.reset()
     out = tmp_path / "schema.yaml"
-    call_command("spectacular", "--validate", "--fail-on-warn", "--urlconf", "tests.api.urls", "--file", str(out))
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
     text = out.read_text()
     assert "/api/v1/studies/{id}/review/:" in text and "tokenAuth" in text
 

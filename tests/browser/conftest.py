@@ -15,7 +15,6 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from cases.models import User
-from tests.browser.urls import use_reading_urls
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,11 +52,6 @@ def chromium_browser() -> Iterator[object]:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     else:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(autouse=True)
-def reading_urls(settings) -> None:
-    use_reading_urls(settings)
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,9 @@ from cases.models import AuditEvent, Priority, Review, Study
 from cases.states import StudyStatus
 from inference.models import Prediction
 from tests.browser.studies import HEATMAP, study_ready
-from tests.browser.urls import use_reading_urls
 from tests.dicom_factory import stored_pixels
 
 S = StudyStatus
-
-
-@pytest.fixture(autouse=True)
-def reading_urls(settings) -> None:
-    use_reading_urls(settings)
 
 
 @pytest.fixture

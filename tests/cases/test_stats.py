@@ -13,14 +13,8 @@ from cases.states import StudyStatus
 from cases.stats import cohens_kappa, daily_chart, dashboard_stats, percentile
 from inference.models import ModelVersion
 from tests.browser.studies import model_version_active
-from tests.browser.urls import use_reading_urls
 
 S = StudyStatus
-
-
-@pytest.fixture(autouse=True)
-def reading_urls(settings) -> None:
-    use_reading_urls(settings)
 
 
 @pytest.fixture(autouse=True)

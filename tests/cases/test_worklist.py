@@ -20,14 +20,8 @@ from cases.worklist import (
 )
 from inference.models import ModelVersion, Prediction, PredictionStatus
 from tests.browser.studies import model_version_active
-from tests.browser.urls import use_reading_urls
 
 S = StudyStatus
-
-
-@pytest.fixture(autouse=True)
-def reading_urls(settings) -> None:
-    use_reading_urls(settings)
 
 
 @pytest.fixture

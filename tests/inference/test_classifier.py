@@ -239,3 +239,17 @@ def test_it_serves_without_importing_tensorflow_and_after_fork(
     assert result["parent"] == pytest.approx(expected, abs=1e-7)
     assert result["child"] == pytest.approx(expected, abs=1e-7)
     assert result["fresh"] is True
+
+
+def test_it_gives_the_model_the_same_input_from_the_small_grid_kept_at_ingest() -> None:
+    from cases.imaging import decode
+    from inference.classifier import reduce_to_input_grid
+    from tests.dicom_factory import make_dicom
+
+    for index, shape in ((0, (1024, 1024)), (9, (733, 611)), (12, (2500, 2048))):
+        image = decode(
+            make_dicom(index, shape=shape, bits=12), filename="x.dcm", max_bytes=2**28, max_pixels=60_000_000
+        ).model_image
+        grid = reduce_to_input_grid(image)
+        assert grid.shape == (150, 150)
+        assert np.array_equal(preprocess(grid), preprocess(image))

@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from cases.ingest import IncomingFile, studies_ingest
-from cases.models import Study
+from cases.models import Image, Study
 from inference.models import Prediction
 from inference.services import predictions_enqueue, predictions_sweep
 from tests.dicom_factory import make_dicom
@@ -75,6 +75,7 @@ def test_it_fails_a_poison_input_after_the_attempt_cap_and_keeps_the_study_reada
         poisoned = study.images.first()
         with default_storage.open(poisoned.file.name, "wb") as handle:
             handle.write(b"DICM" + b"\x00" * 40)
+        Image.objects.filter(pk=poisoned.pk).update(model_input=b"\x89PNG broken")
     wait_for(lambda: finished(study), timeout=90, what="the poison input to fail")
     prediction = Prediction.objects.get(image=poisoned)
     assert prediction.status == "failed" and prediction.attempts == settings.PNEUMO_TASK_MAX_ATTEMPTS
