@@ -217,3 +217,14 @@ def waiting_text(seconds: int) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
+
+
+def worklist_change_token(*, user: User) -> str:
+    """Changes whenever a study at the user's sites changes (status, AI result, claim, priority)."""
+    from django.db.models import Count, Max
+
+    from cases.selectors import studies_for_user
+
+    agg = studies_for_user(user=user).order_by().aggregate(latest=Max("updated_at"), n=Count("pk"))
+    latest = agg["latest"].isoformat() if agg["latest"] else "-"
+    return f"{latest}/{agg['n']}"

@@ -8,6 +8,7 @@ Converted files are cached on disk by the source file's sha256, so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from cases.audit import audit_record
-from cases.models import User
-from inference import model_package
+from cases.models import AuditEvent, User
+from inference import model_package, trained
 from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION
 from inference.models import ModelVersion
 
@@ -32,6 +33,11 @@ PACKAGED_INTENDED_USE = (
     "Children's Medical Center data set (Kermany et al., 2018) it was trained on. Not validated on adults, "
     "lateral views or other hospitals' equipment."
 )
+
+
+def shipped_models_dir() -> Path:
+    """Trained versions shipped in the repository: ``models/<name>/{manifest.json,weights.npz}``."""
+    return Path(getattr(settings, "PNEUMO_SHIPPED_MODELS_DIR", Path(settings.BASE_DIR) / "models"))
 
 
 class ModelFileMismatch(RuntimeError):
@@ -79,6 +85,72 @@ def model_version_register_packaged() -> ModelVersion:
     )
     if not created and version.source_path != str(path):
         # The virtual environment moved (a new clone, a container): same file, new place.
+        version.source_path = str(path)
+        version.save(update_fields=["source_path"])
+    return version
+
+
+def shipped_model_dirs(root: Path | None = None) -> list[Path]:
+    root = root or shipped_models_dir()
+    return sorted(p.parent for p in root.glob(f"*/{trained.MANIFEST_NAME}")) if root.is_dir() else []
+
+
+def shipped_keras_path(model_dir: Path) -> tuple[Path, dict]:
+    """The full ``.keras`` for a shipped version, rebuilt once and cached by the manifest and weights sha256.
+
+    The rebuild is deterministic (see ``inference.trained``), so the file's sha256, which the
+    ModelVersion records, is the same whenever the cache is rebuilt with the same Keras.
+    """
+    base = model_package.packaged_model_path()
+    try:
+        manifest = trained.shipped_verify(model_dir, base)
+    except trained.ShippedModelError as exc:
+        raise ModelFileMismatch(str(exc)) from exc
+    digest = hashlib.sha256(
+        (model_dir / trained.MANIFEST_NAME).read_bytes() + manifest["weights"]["sha256"].encode()
+    ).hexdigest()[:16]
+    out = Path(settings.PNEUMO_MODEL_DIR) / f"{manifest['name']}-{digest}.keras"
+    if not out.is_file():
+        trained.model_rebuild(base, model_dir / manifest["weights"]["file"], out)  # TensorFlow: only here
+        logger.info("rebuilt %s from %s", out.name, model_dir)
+    return out, manifest
+
+
+def model_version_register_shipped(model_dir: Path) -> ModelVersion:
+    """Register a trained version shipped under ``models/`` (idempotent); its threshold comes from the manifest."""
+    path, manifest = shipped_keras_path(model_dir)
+    sha = model_package.sha256_file(path)
+    if manifest.get("rebuilt_keras_sha256") not in (None, sha):
+        # Another Keras version serialises differently; the parity gate still checks the conversion.
+        logger.warning("%s rebuilt with sha256 %s, manifest recorded %s", manifest["name"], sha, manifest["rebuilt_keras_sha256"])
+    if manifest["preprocessing_version"] != PREPROCESSING_VERSION:
+        raise ModelFileMismatch(f"{manifest['name']} needs preprocessing {manifest['preprocessing_version']}")
+    intended = manifest["intended_use"]
+    figures = manifest["validation"]["served"]
+    version, created = ModelVersion.objects.get_or_create(
+        name=manifest["name"],
+        defaults={
+            "version": manifest["version"],
+            "description": (
+                f"{manifest['description']} Validation split ({figures['n_pneumonia']} pneumonia, "
+                f"{figures['n_normal']} normal): AUC {figures['auc']}, sensitivity {figures['sensitivity']}, "
+                f"specificity {figures['specificity']}, ECE {figures['ece']}. See docs/model-card.md."
+            ),
+            "source_path": str(path),
+            "sha256": sha,
+            "threshold": manifest["threshold"],
+            "input_size": manifest["input_size"],
+            "preprocessing_version": manifest["preprocessing_version"],
+            "heatmap_scale": manifest["heatmap_scale"]["scale"],
+            "intended_use": intended["text"],
+            "intended_min_age_years": intended["min_age_years"],
+            "intended_max_age_years": intended["max_age_years"],
+            "intended_view": intended["view"],
+        },
+    )
+    if not created and version.sha256 != sha:
+        raise ModelFileMismatch(f"{version.name} rebuilt with sha256 {sha}, registered {version.sha256}")
+    if not created and version.source_path != str(path):
         version.source_path = str(path)
         version.save(update_fields=["source_path"])
     return version
@@ -164,12 +236,30 @@ def model_version_activate(*, version: ModelVersion, user: User | None = None) -
     return version
 
 
+def activation_chosen_by_person(version: ModelVersion) -> bool:
+    return (
+        AuditEvent.objects.filter(action="model_activate", object_type="ModelVersion", object_id=str(version.pk))
+        .exclude(user=None, username="")  # a deleted admin's event keeps the username
+        .exists()
+    )
+
+
 def models_prepare_all() -> list[ModelVersion]:
-    """What ``prepare_models`` does: register the packaged model, convert every version, activate one."""
+    """What ``prepare_models`` does: register the packaged and shipped models, convert every version, activate one.
+
+    The activation rule: the last shipped trained version that passed the parity gate becomes
+    active when no version is active, or when the packaged model is active and no person ever
+    activated it (it was switched on automatically). A choice made by an admin is left alone.
+    """
     packaged = model_version_register_packaged()
+    shipped = [model_version_register_shipped(d) for d in shipped_model_dirs()]
     versions = [model_version_prepare(v) for v in ModelVersion.objects.order_by("pk")]
-    if not ModelVersion.objects.filter(is_active=True).exists():
-        model_version_activate(version=ModelVersion.objects.get(pk=packaged.pk))
+    ready = [v for v in (ModelVersion.objects.get(pk=s.pk) for s in shipped) if v.parity_passed]
+    preferred = ready[-1] if ready else ModelVersion.objects.get(pk=packaged.pk)
+    active = active_model_version()
+    automatic = active is not None and active.pk == packaged.pk and not activation_chosen_by_person(active)
+    if active is None or (automatic and preferred.pk != active.pk):
+        model_version_activate(version=preferred)
     return list(ModelVersion.objects.filter(pk__in=[v.pk for v in versions]).order_by("pk"))
 
 

@@ -40,9 +40,18 @@ def _stop_heartbeat(sender: Any = None, **kwargs: Any) -> None:
 
 @worker_process_init.connect
 def _preload_model(**kwargs: Any) -> None:
-    """Load the active model in each pool process so the first task pays nothing."""
+    """Load the active model in each pool process so the first task pays nothing.
+
+    Pool processes also lower their CPU priority: on a shared machine the web
+    server and health checks stay responsive while inference saturates the cores.
+    """
+    import os
+
+    from django.conf import settings
     from django.db import connection
 
+    if settings.PNEUMO_WORKER_NICE:
+        os.nice(settings.PNEUMO_WORKER_NICE)
     from inference import runtime
     from inference.registry import active_model_version
 

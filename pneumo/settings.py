@@ -158,6 +158,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "expire-idle-claims": {"task": "cases.tasks.claims_expire", "schedule": 60.0},
 }
+PNEUMO_WORKER_NICE = envint("PNEUMO_WORKER_NICE", 10)
 PNEUMO_TASK_MAX_ATTEMPTS = envint("PNEUMO_TASK_MAX_ATTEMPTS", 3)
 PNEUMO_TASK_LEASE_SECONDS = envint("PNEUMO_TASK_LEASE_SECONDS", 120)
 PNEUMO_TASK_SOFT_TIME_LIMIT = envint("PNEUMO_TASK_SOFT_TIME_LIMIT", 60)

@@ -173,9 +173,12 @@ class broker_at:
         self.url = url
 
     def _switch(self, url: str) -> None:
+        from kombu import pools
+
         from pneumo.celery import app
 
         app.pool.force_close_all()
+        pools.reset()  # kombu keeps producer pools per connection, process-wide
         app.conf.broker_url = url
         app._pool = None
         app.amqp._producer_pool = None

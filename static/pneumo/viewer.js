@@ -72,20 +72,25 @@
     // Read-only view of a study that may change (a colleague signs, the AI finishes): say so (background poll).
     const initial = study.dataset.status + "|" + (study.dataset.claimedBy || "");
     const lapsed = document.getElementById("claim-lapsed");
+    // Waiting for the AI: check every second and show the result as soon as it is stored
+    // (nothing typed can be lost on a read-only page).
+    const aiPending = ["received", "queued", "analyzing"].includes(study.dataset.status);
+    const every = aiPending ? 1000 : 10000;
     const poll = () => fetch(study.dataset.statusUrl, { headers: { "X-Pneumo-Background": "1" }, credentials: "same-origin" })
       .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
       .then((body) => {
         const s = body.studies[0];
         if (!s) return;
         if (s.status + "|" + (s.claimed_by || "") !== initial) {
+          if (aiPending) { window.location.reload(); return; }
           lapsed.hidden = false;
           lapsed.textContent = "This study changed (" + s.status_display + (s.claimed_by ? ", " + s.claimed_by : "") + "). Reload to see it.";
           return;
         }
-        setTimeout(poll, 10000);
+        setTimeout(poll, every);
       })
       .catch(() => {});
-    setTimeout(poll, 10000);
+    setTimeout(poll, every);
   }
 
   // --- Viewer -------------------------------------------------------------------------------------

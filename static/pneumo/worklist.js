@@ -88,7 +88,31 @@
     if (alertsOn) showAlerts(body.alerts);
   }
 
-  async function poll() {
+  // Every second, ask the cheap version endpoint whether anything changed; fetch the rows only
+  // then (or every 15 s, to refresh the waiting times).
+  let version = null;
+  let lastRows = Date.now();
+  async function check() {
+    let changed = Date.now() - lastRows > 15000;
+    try {
+      const response = await fetch(root.dataset.versionUrl, {
+        credentials: "same-origin",
+        headers: { "X-Pneumo-Background": "1", Accept: "application/json" },
+      });
+      if (response.status === 401 || response.redirected) { window.location.reload(); return; }
+      if (response.ok) {
+        const body = await response.json();
+        changed = changed || (version !== null && body.version !== version);
+        version = body.version;
+      }
+    } catch (e) {
+      changed = true; // let poll() report the connection state
+    }
+    if (changed) { lastRows = Date.now(); await poll(false); }
+    setTimeout(check, document.hidden ? period * 3 : period);
+  }
+
+  async function poll(reschedule = true) {
     const url = root.dataset.rowsUrl + "?page=" + encodeURIComponent(root.dataset.page) + "&since="
       + encodeURIComponent(since) + "&fp=" + encodeURIComponent(fingerprint);
     try {
@@ -105,7 +129,7 @@
       failures += 1;
       live(failures > 2 ? "off" : "stale", failures > 2 ? "Not updating: check the connection" : "Retrying…");
     }
-    setTimeout(poll, document.hidden ? period * 3 : period);
+    if (reschedule) setTimeout(poll, document.hidden ? period * 3 : period);
   }
-  setTimeout(poll, period);
+  setTimeout(check, period);
 })();

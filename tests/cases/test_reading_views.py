@@ -142,11 +142,6 @@ def test_it_shows_the_no_ai_reason(client, tech, demo_site) -> None:
     assert b"No AI result: no image is eligible for the AI." in page.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cases.services.study_transition clears status_reason on every move, so claiming a study "
-    "(awaiting_review -> in_review) erases its no-AI reason; reported to the lead",
-)
 def test_it_keeps_the_no_ai_reason_once_a_radiologist_opens_the_study(client, rad, demo_site) -> None:
     study = study_ready(demo_site, probability=None)
     client.force_login(rad)

@@ -1,0 +1,50 @@
+"""Train a calibrated pneumonia model version on a labelled folder and write its shipped artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Train head (and block 14) on DATA_DIR (NORMAL/, PNEUMONIA/); write weights.npz + manifest.json to --out."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("data_dir", type=Path)
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("--name", default="pneumo-xception-ft-v1")
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--val-fraction", type=float, default=0.2)
+        parser.add_argument("--epochs", type=int, default=40, help="head-only epochs (early stopping)")
+        parser.add_argument("--fine-tune-epochs", type=int, default=3, help="block 14 epochs; 0 skips fine-tuning")
+        parser.add_argument("--augment", type=int, default=2, help="augmented copies per training image")
+        parser.add_argument("--limit", type=int, default=None, help="images per class (smoke tests)")
+        parser.add_argument("--heatmap-limit", type=int, default=400)
+        parser.add_argument(
+            "--cache", type=Path, default=Path(settings.BASE_DIR) / "var" / "train-cache", help="activation cache"
+        )
+
+    def handle(self, *args, **options) -> None:
+        from inference import training
+        from inference.model_package import packaged_model_path
+
+        config = training.TrainConfig(
+            data_dir=options["data_dir"].resolve(),
+            base_path=packaged_model_path(),
+            seed=options["seed"],
+            val_fraction=options["val_fraction"],
+            epochs=options["epochs"],
+            fine_tune_epochs=options["fine_tune_epochs"],
+            augment=options["augment"],
+            limit=options["limit"],
+            cache_dir=options["cache"],
+        )
+        log = self.stdout.write
+        result = training.train(config, log=log)
+        manifest = training.artifacts_write(
+            config, result, options["out"], name=options["name"], heatmap_limit=options["heatmap_limit"], log=log
+        )
+        training.reliability_plot(result, options["out"] / "reliability.png")
+        self.stdout.write(self.style.SUCCESS(f"wrote {options['out']} ({manifest['weights']['bytes']} bytes of weights)"))

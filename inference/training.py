@@ -1,0 +1,702 @@
+"""Training a better, calibrated head (and optionally block 14) on top of the packaged Xception base.
+
+The TensorFlow side of ``train_model``: split the labelled folder reproducibly, cache the frozen
+activations that feed Xception's last block once, train on the cache, calibrate with temperature
+scaling on the validation split and pick the operating threshold there. No Django here.
+
+Preprocessing is exactly ``inference.classifier.preprocess`` (same PREPROCESSING_VERSION), so a
+trained version serves from the same stored 150x150 input grid and keeps an exact Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance
+
+from inference.classifier import INPUT_SIZE, PNEUMONIA_INDEX, preprocess
+from inference.model_package import packaged_sample_images, sha256_file
+
+if TYPE_CHECKING:
+    import keras
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LABELS = ("NORMAL", "PNEUMONIA")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+BASE_LAYER = "xception"
+# The output of block 13's residual add: the 5x5x1024 tensor feeding block14_sepconv1 at 150 px.
+CUT_LAYER = "add_11"
+BLOCK14_LAYERS = (
+    "block14_sepconv1",
+    "block14_sepconv1_bn",
+    "block14_sepconv1_act",
+    "block14_sepconv2",
+    "block14_sepconv2_bn",
+    "block14_sepconv2_act",
+)
+HEAD_LAYERS = ("dense", "dense_1")
+DROPOUT_RATE = 0.3  # as in the packaged model
+
+
+@dataclass(frozen=True)
+class Example:
+    path: str  # relative to the data folder, e.g. "NORMAL/IM-0115-0001.jpeg"
+    label: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Example]
+    validation: list[Example]
+    excluded: list[Example] = field(default_factory=list)  # byte-identical to a packaged sample image
+
+    def digest(self) -> str:
+        return split_digest(self.validation)
+
+
+def split_digest(examples: Sequence[Example]) -> str:
+    """sha256 over the sorted image sha256s: names the validation set whatever the folder is called."""
+    return hashlib.sha256("\n".join(sorted(e.sha256 for e in examples)).encode()).hexdigest()
+
+
+def examples_list(data_dir: Path, *, limit: int | None = None) -> list[Example]:
+    """Every image under ``data_dir/NORMAL`` and ``data_dir/PNEUMONIA``, sorted; ``limit`` per class."""
+    examples = []
+    for label, name in enumerate(LABELS):
+        folder = data_dir / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing: the folder needs NORMAL/ and PNEUMONIA/")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if limit is not None:
+            paths = paths[:limit]
+        examples += [Example(f"{name}/{p.name}", label, sha256_file(p)) for p in paths]
+    return examples
+
+
+def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: int) -> Split:
+    """A per-class random split with a fixed seed; the 16 packaged sample images are never used."""
+    packaged = {sha256_file(path) for path, _ in packaged_sample_images()}
+    excluded = [e for e in examples if e.sha256 in packaged]
+    rng = np.random.default_rng(seed)
+    train: list[Example] = []
+    validation: list[Example] = []
+    for label in range(len(LABELS)):
+        members = sorted((e for e in examples if e.label == label and e.sha256 not in packaged), key=lambda e: e.path)
+        order = rng.permutation(len(members))
+        n_val = max(1, round(val_fraction * len(members)))
+        validation += [members[i] for i in sorted(order[:n_val])]
+        train += [members[i] for i in sorted(order[n_val:])]
+    return Split(train=train, validation=validation, excluded=excluded)
+
+
+def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A small, plausible change of one radiograph: rotation, shift, brightness and contrast. No flips."""
+    image = image.convert("RGB")
+    angle = rng.uniform(-7.0, 7.0)
+    dx, dy = rng.uniform(-0.06, 0.06, size=2) * np.array(image.size)
+    image = image.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy), fillcolor=(0, 0, 0))
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
+    return ImageEnhance.Contrast(image).enhance(rng.uniform(0.9, 1.1))
+
+
+def activation_model(model: keras.Model) -> keras.Model:
+    """Packaged input -> the frozen 5x5x1024 tensor feeding block 14."""
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    return keras.Model(base.inputs, base.get_layer(CUT_LAYER).output, name="xception_to_block13")
+
+
+def activations_extract(
+    act_model: keras.Model,
+    data_dir: Path,
+    examples: Sequence[Example],
+    *,
+    variant: int = 0,
+    seed: int = 1,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """float16 ``N x 5 x 5 x 1024`` activations; ``variant`` 0 is the image itself, k > 0 an augmented copy."""
+    out = np.empty((len(examples), *act_model.output.shape[1:]), dtype=np.float16)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        images = []
+        for example in chunk:
+            with Image.open(data_dir / example.path) as image:
+                image.load()
+            if variant:
+                # One generator per (image, variant, seed): the same augmented copy whatever the batching.
+                rng = np.random.default_rng([seed, variant, int(example.sha256[:12], 16)])
+                image = augment(image, rng)
+            images.append(preprocess(image))
+        out[start : start + len(chunk)] = act_model(np.concatenate(images), training=False).numpy()
+        if progress:
+            progress(start + len(chunk), len(examples))
+    return out
+
+
+def activations_cached(
+    act_model: keras.Model,
+    data_dir: Path,
+    examples: Sequence[Example],
+    cache_dir: Path | None,
+    *,
+    variant: int = 0,
+    seed: int = 1,
+    base_sha256: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """``activations_extract`` cached on disk by (base model, images, variant, seed)."""
+    if cache_dir is None:
+        return activations_extract(act_model, data_dir, examples, variant=variant, seed=seed, progress=progress)
+    key = hashlib.sha256(
+        json.dumps([base_sha256, CUT_LAYER, variant, seed if variant else 0, [e.sha256 for e in examples]]).encode()
+    ).hexdigest()[:16]
+    path = cache_dir / f"act-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    acts = activations_extract(act_model, data_dir, examples, variant=variant, seed=seed, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_suffix(".tmp.npy"), acts)
+    path.with_suffix(".tmp.npy").rename(path)
+    return acts
+
+
+# ---------------------------------------------------------------------------------------------
+# Models on the cached activations
+
+
+def block14_model(model: keras.Model, *, trainable: bool) -> keras.Model:
+    """A copy of Xception's block 14 (5x5x1024 -> 5x5x2048) with the packaged weights.
+
+    Batch normalisation stays frozen (inference mode, ImageNet statistics) even when the
+    separable convolutions are fine-tuned: a few thousand 5x5 maps are too few to re-estimate it.
+    """
+    import keras
+
+    base = model.get_layer(BASE_LAYER)
+    inputs = keras.Input(shape=tuple(base.get_layer(CUT_LAYER).output.shape[1:]), name="block13_out")
+    x = inputs
+    for name in BLOCK14_LAYERS:
+        source = base.get_layer(name)
+        layer = source.__class__.from_config(source.get_config())
+        x = layer(x)
+        layer.set_weights(source.get_weights())
+        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
+    return keras.Model(inputs, x, name="block14")
+
+
+def head_layers(seed: int) -> list[keras.layers.Layer]:
+    """GAP -> Dense(128, relu) "dense" -> Dropout -> Dense(2) "dense_1": the packaged head's shape and names."""
+    import keras
+
+    return [
+        keras.layers.Dense(128, activation="relu", name="dense", kernel_initializer=keras.initializers.GlorotUniform(seed)),
+        keras.layers.Dropout(DROPOUT_RATE, seed=seed, name="dropout"),
+        keras.layers.Dense(2, name="dense_1", kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+    ]
+
+
+def head_model(seed: int, width: int = 2048) -> keras.Model:
+    import keras
+
+    inputs = keras.Input(shape=(width,), name="pooled")
+    x = inputs
+    for layer in head_layers(seed):
+        x = layer(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def top_model(block14: keras.Model, head: keras.Model) -> keras.Model:
+    """block 14 -> GAP -> head, sharing the given models' layers (and so their weights)."""
+    import keras
+
+    x = block14.output
+    x = keras.layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
+    for layer in head.layers[1:]:
+        x = layer(x)
+    return keras.Model(block14.input, x, name="top")
+
+
+def pooled_features(block14: keras.Model, activations: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    out = []
+    for start in range(0, len(activations), batch_size):
+        maps = block14(activations[start : start + batch_size].astype(np.float32), training=False)
+        out.append(np.asarray(maps).mean(axis=(1, 2), dtype=np.float64).astype(np.float32))
+    return np.concatenate(out)
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Balanced weights: each class carries half the loss (NORMAL is the minority here)."""
+    counts = np.bincount(labels, minlength=2)
+    return {i: float(len(labels) / (2 * counts[i])) for i in range(2)}
+
+
+def fit(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    learning_rate: float,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Adam on class-weighted cross-entropy; early stopping on validation loss, best weights kept."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    history = model.fit(
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=batch_size,
+        class_weight=class_weights(y),
+        callbacks=[stop],
+        shuffle=True,
+        verbose=0,
+    )
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    out = [np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration, threshold and figures (NumPy only)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """p(PNEUMONIA) of the 2-class softmax of ``logits / temperature``."""
+    log_odds = (logits[:, PNEUMONIA_INDEX] - logits[:, 1 - PNEUMONIA_INDEX]) / temperature
+    return 1.0 / (1.0 + np.exp(-log_odds))
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    p = np.clip(probabilities(logits, temperature), 1e-12, 1 - 1e-12)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def temperature_fit(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the (unweighted) NLL, searched on log T in [1/20, 20]."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE of p(PNEUMONIA): equal-width bins, |mean p - observed rate| weighted by bin size."""
+    index = np.minimum((probs * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            total += members.mean() * abs(probs[members].mean() - labels[members].mean())
+    return float(total)
+
+
+def threshold_for_sensitivity(probs: np.ndarray, labels: np.ndarray, sensitivity: float = 0.95) -> float:
+    """The highest threshold (flag when p >= t) whose sensitivity is at least ``sensitivity``."""
+    positives = np.sort(probs[labels == 1])[::-1]
+    needed = int(np.ceil(sensitivity * len(positives)))
+    return float(positives[needed - 1])
+
+
+def figures(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    from inference.evaluation import auc
+
+    flagged = probs >= threshold
+    pos, neg = labels == 1, labels == 0
+    return {
+        "auc": round(auc(labels, probs), 4),
+        "threshold": round(float(threshold), 6),
+        "sensitivity": round(float(flagged[pos].mean()), 4),
+        "specificity": round(float((~flagged[neg]).mean()), 4),
+        "ece": round(expected_calibration_error(probs, labels), 4),
+        "n_pneumonia": int(pos.sum()),
+        "n_normal": int(neg.sum()),
+    }
+
+
+def reliability_plot(result: TrainResult, path: Path) -> Path:
+    labels = np.array([e.label for e in result.split.validation])
+    return reliability_diagram(
+        {
+            "before temperature scaling": (result.val_probabilities_uncalibrated, labels),
+            f"after (T = {result.temperature:.2f}, shipped)": (result.val_probabilities, labels),
+        },
+        path,
+    )
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, bins: int = 10) -> Path:
+    """A reliability diagram (observed pneumonia rate per bin of predicted p) drawn with Pillow."""
+    size, margin = 560, 60
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    side = size - 2 * margin
+
+    def point(px: float, py: float) -> tuple[float, float]:
+        return margin + px * side, size - margin - py * side
+
+    draw.rectangle([point(0, 1), point(1, 0)], outline="black")
+    for tick in np.linspace(0, 1, 6):
+        draw.text((point(tick, 0)[0] - 8, size - margin + 6), f"{tick:.1f}", fill="black")
+        draw.text((margin - 30, point(0, tick)[1] - 6), f"{tick:.1f}", fill="black")
+    draw.line([point(0, 0), point(1, 1)], fill=(160, 160, 160), width=1)
+    draw.text((size / 2 - 90, size - 25), "predicted p(pneumonia)", fill="black")
+    draw.text((8, 8), "observed pneumonia rate (10 bins, validation split)", fill="black")
+    colours = [(200, 40, 40), (30, 90, 200), (30, 150, 60), (150, 90, 20)]
+    for n, (name, (probs, labels)) in enumerate(curves.items()):
+        index = np.minimum((probs * bins).astype(int), bins - 1)
+        pts = [point(probs[index == b].mean(), labels[index == b].mean()) for b in range(bins) if (index == b).any()]
+        colour = colours[n % len(colours)]
+        draw.line(pts, fill=colour, width=2)
+        for x, y in pts:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        ece = expected_calibration_error(probs, labels, bins)
+        draw.text((margin + 10, margin + 10 + 16 * n), f"{name} (ECE {ece:.3f})", fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole recipe
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: Path
+    base_path: Path
+    seed: int = 1
+    val_fraction: float = 0.2
+    epochs: int = 40  # head only, on pooled features (seconds per epoch)
+    fine_tune_epochs: int = 3  # block 14 + head on cached 5x5x1024 activations (minutes per epoch)
+    augment: int = 2  # augmented copies of each training image
+    limit: int | None = None  # images per class, for smoke tests
+    cache_dir: Path | None = None
+    target_sensitivity: float = 0.95
+    head_learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    batch_size: int = 64
+
+
+@dataclass
+class TrainResult:
+    weights: dict[str, np.ndarray]  # float32, temperature folded into dense_1
+    fine_tuned: bool
+    temperature: float
+    threshold: float
+    split: Split
+    validation: dict[str, Any]  # figures per candidate, on the cached activations
+    history: dict[str, Any]
+    seconds: dict[str, float]
+    val_probabilities: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    val_probabilities_uncalibrated: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+
+def _layer_weights(model: keras.Model, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {f"{name}/{i}": w for name in names for i, w in enumerate(model.get_layer(name).get_weights())}
+
+
+def _round_to_float16(model: keras.Model, names: Sequence[str]) -> None:
+    """Train-time models carry the weights as shipped (float16), so the figures are the shipped model's."""
+    for name in names:
+        layer = model.get_layer(name)
+        layer.set_weights([w.astype(np.float16).astype(np.float32) for w in layer.get_weights()])
+
+
+FINE_TUNED_LAYERS = ("block14_sepconv1", "block14_sepconv2")  # batch normalisation stays as packaged
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    import keras
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from inference.conversion import extract_head, load_keras_model
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    split = split_stratified(
+        examples_list(config.data_dir, limit=config.limit), val_fraction=config.val_fraction, seed=config.seed
+    )
+    y_train = np.array([e.label for e in split.train])
+    y_val = np.array([e.label for e in split.validation])
+    log(f"split: {len(split.train)} train, {len(split.validation)} validation, {len(split.excluded)} excluded")
+
+    packaged = load_keras_model(config.base_path)
+    base_sha = sha256_file(config.base_path)
+    act_model = activation_model(packaged)
+
+    def cached(examples: Sequence[Example], variant: int) -> np.ndarray:
+        start = time.perf_counter()
+        acts = activations_cached(
+            act_model, config.data_dir, examples, config.cache_dir, variant=variant, seed=config.seed, base_sha256=base_sha
+        )
+        log(f"activations variant {variant}: {len(examples)} images in {time.perf_counter() - start:.0f} s")
+        return acts
+
+    a_val = cached(split.validation, 0)
+    a_train = [cached(split.train, v) for v in range(config.augment + 1)]
+    y_train_all = np.tile(y_train, config.augment + 1)
+    seconds["activations"] = time.perf_counter() - t0
+
+    # Frozen block 14: pooled 2048-d features for the baseline and the head-only model.
+    t1 = time.perf_counter()
+    frozen = block14_model(packaged, trainable=False)
+    p_val = pooled_features(frozen, a_val)
+    p_train = [pooled_features(frozen, a) for a in a_train]
+    validation: dict[str, Any] = {}
+
+    def record(name: str, probs: np.ndarray) -> dict[str, float]:
+        threshold = threshold_for_sensitivity(probs, y_val, config.target_sensitivity)
+        validation[name] = figures(probs, y_val, threshold)
+        log(f"{name}: {validation[name]}")
+        return validation[name]
+
+    # The packaged head on this split: it was trained on these validation images, so optimistic.
+    packaged_head = extract_head(packaged)
+    hidden = np.maximum(p_val @ packaged_head["W1"] + packaged_head["b1"], 0.0)
+    record("packaged_model_(saw_these_images)", probabilities((hidden @ packaged_head["W2"] + packaged_head["b2"]).astype(np.float64)))
+
+    # Baseline: logistic regression on the same training images (no augmentation), C chosen on validation.
+    scaler = StandardScaler().fit(p_train[0])
+    best_lr: tuple[float, float, np.ndarray] | None = None
+    for c in (0.001, 0.01, 0.1, 1.0):
+        lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(p_train[0]), y_train)
+        probs = lr.predict_proba(scaler.transform(p_val))[:, 1]
+        from inference.evaluation import auc
+
+        if best_lr is None or auc(y_val, probs) > best_lr[1]:
+            best_lr = (c, auc(y_val, probs), probs)
+    assert best_lr is not None
+    record("baseline_logistic_regression", best_lr[2])["C"] = best_lr[0]
+
+    # Stage 1: a fresh head on frozen pooled features (original + augmented copies).
+    head = head_model(config.seed)
+    history = {"head": fit(
+        head, np.concatenate(p_train), y_train_all, p_val, y_val,
+        learning_rate=config.head_learning_rate, epochs=config.epochs, batch_size=config.batch_size,
+        patience=5, seed=config.seed,
+    )}
+    _round_to_float16(head, HEAD_LAYERS)
+    head_logits = predict_logits(head, p_val)
+    record("head_only_uncalibrated", probabilities(head_logits))
+    seconds["head"] = time.perf_counter() - t1
+    candidates = {"head_only": (head_logits, _layer_weights(head, HEAD_LAYERS))}
+
+    # Stage 2: fine-tune block 14's separable convolutions together with that head, gently.
+    if config.fine_tune_epochs > 0:
+        t2 = time.perf_counter()
+        tuned_head = head_model(config.seed)
+        tuned_head.set_weights(head.get_weights())
+        top = top_model(block14_model(packaged, trainable=True), tuned_head)
+        x = np.concatenate(a_train).astype(np.float32)
+        history["fine_tune"] = fit(
+            top, x, y_train_all, a_val.astype(np.float32), y_val,
+            learning_rate=config.fine_tune_learning_rate, epochs=config.fine_tune_epochs,
+            batch_size=config.batch_size, patience=1, seed=config.seed,
+        )
+        del x
+        _round_to_float16(top, FINE_TUNED_LAYERS + HEAD_LAYERS)
+        tuned_logits = predict_logits(top, a_val)
+        record("fine_tuned_uncalibrated", probabilities(tuned_logits))
+        candidates["fine_tuned"] = (tuned_logits, _layer_weights(top, FINE_TUNED_LAYERS + HEAD_LAYERS))
+        seconds["fine_tune"] = time.perf_counter() - t2
+
+    # Ship the candidate with the higher validation AUC; a tie goes to the simpler head-only model.
+    chosen = max(candidates, key=lambda k: (validation[f"{k}_uncalibrated"]["auc"], k == "head_only"))
+    logits, weights = candidates[chosen]
+    temperature = temperature_fit(logits, y_val)
+    weights = dict(weights)
+    weights["dense_1/0"] = weights["dense_1/0"] / np.float32(temperature)
+    weights["dense_1/1"] = weights["dense_1/1"] / np.float32(temperature)
+    calibrated = probabilities(logits, temperature)
+    chosen_figures = record("chosen_calibrated", calibrated)
+    validation["chosen"] = chosen
+    validation["nll_before_after"] = [round(nll(logits, y_val), 4), round(nll(logits, y_val, temperature), 4)]
+    log(f"chosen {chosen}, temperature {temperature:.4f}, threshold {chosen_figures['threshold']}")
+    seconds["total"] = time.perf_counter() - t0
+    return TrainResult(
+        weights=weights,
+        fine_tuned=chosen == "fine_tuned",
+        temperature=temperature,
+        threshold=chosen_figures["threshold"],
+        split=split,
+        validation=validation,
+        history=history,
+        seconds={k: round(v, 1) for k, v in seconds.items()},
+        val_probabilities=calibrated,
+        val_probabilities_uncalibrated=probabilities(logits),
+    )
+
+
+def weights_save(weights: dict[str, np.ndarray], path: Path) -> Path:
+    """float16 arrays in a plain (uncompressed, deterministic) .npz."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{k: np.asarray(v).astype(np.float16) for k, v in sorted(weights.items())})
+    return path
+
+
+def served_probabilities(tflite_path: Path, head_path: Path, data_dir: Path, examples: Sequence[Example]) -> np.ndarray:
+    """p(PNEUMONIA) from the converted LiteRT model, image by image through ``preprocess``: what is served."""
+    from inference.classifier import LiteRTClassifier
+    from inference.conversion import load_images
+
+    classifier = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0)
+    probs = []
+    for start in range(0, len(examples), 32):
+        images = load_images([data_dir / e.path for e in examples[start : start + 32]])
+        probs += [p.probability for p in classifier.predict_batch(images, heatmap=False)]
+    return np.array(probs)
+
+
+def artifacts_write(
+    config: TrainConfig,
+    result: TrainResult,
+    out_dir: Path,
+    *,
+    name: str,
+    heatmap_limit: int = 400,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """weights.npz + manifest.json in ``out_dir``, after rebuilding, converting and checking the model.
+
+    The manifest's validation figures are the served ones: the rebuilt model converted to LiteRT,
+    run on the validation images end to end, at the threshold chosen on the training-time figures.
+    """
+    import tempfile
+
+    from inference import trained
+    from inference.conversion import convert_to_litert, load_images, measure_heatmap_scale, parity_check
+    from inference.model_package import DISTRIBUTION, DISTRIBUTION_VERSION
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = weights_save(result.weights, out_dir / "weights.npz")
+    split = result.split
+    y_val = np.array([e.label for e in split.validation])
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_path = trained.model_rebuild(config.base_path, weights_path, Path(tmp) / "model.keras")
+        keras_sha = sha256_file(keras_path)
+        converted = convert_to_litert(keras_path, Path(tmp) / "litert")
+        samples = load_images([p for p, _ in packaged_sample_images()])
+        parity = parity_check(keras_path, converted.tflite_path, converted.head_path, samples)
+        scale = measure_heatmap_scale(
+            converted.tflite_path, converted.head_path, config.data_dir / "PNEUMONIA", limit=heatmap_limit
+        )
+        served = served_probabilities(converted.tflite_path, converted.head_path, config.data_dir, split.validation)
+    served_figures = figures(served, y_val, result.threshold)
+    log(f"served (LiteRT) validation figures: {served_figures}; parity {parity:.2e}; heatmap scale {scale.scale:.6f}")
+    with np.load(weights_path) as data:
+        shipped_layers = sorted({k.rsplit('/', 1)[0] for k in data.files})
+    manifest = {
+        "name": name,
+        "version": "1",
+        "description": (
+            "Packaged Xception base with a retrained, temperature-calibrated head"
+            + (" and fine-tuned block 14" if result.fine_tuned else "")
+            + f"; threshold chosen for sensitivity >= {config.target_sensitivity} on a held-out validation split."
+        ),
+        "base": {
+            "distribution": f"{DISTRIBUTION} {DISTRIBUTION_VERSION}",
+            "file": config.base_path.name,
+            "sha256": sha256_file(config.base_path),
+        },
+        "weights": {
+            "file": weights_path.name,
+            "sha256": sha256_file(weights_path),
+            "dtype": "float16",
+            "layers": shipped_layers,
+            "bytes": weights_path.stat().st_size,
+        },
+        "rebuilt_keras_sha256": keras_sha,
+        "preprocessing_version": __import__("inference.classifier", fromlist=["x"]).PREPROCESSING_VERSION,
+        "input_size": INPUT_SIZE,
+        "fine_tuned": result.fine_tuned,
+        "threshold": result.threshold,
+        "temperature": round(result.temperature, 6),
+        "heatmap_scale": {
+            "scale": round(scale.scale, 7),
+            "percentile": scale.percentile,
+            "n_images": scale.n_images,
+            "method": "inference.conversion.measure_heatmap_scale over the sorted PNEUMONIA folder (training images)",
+        },
+        "parity_max_diff": parity,
+        "intended_use": {
+            "text": (
+                "Pneumonia on paediatric chest X-rays (ages 1 to 5), anterior-posterior view, as in the Guangzhou "
+                "Women and Children's Medical Center data set (Kermany et al., 2018) it was trained on. Not validated "
+                "on adults, lateral views or other hospitals' equipment."
+            ),
+            "min_age_years": 1.0,
+            "max_age_years": 5.0,
+            "view": "AP",
+        },
+        "data": {
+            "folder": config.data_dir.name if config.data_dir.name != "train" else "kermany-224/train",
+            "n_images": len(split.train) + len(split.validation) + len(split.excluded),
+            "excluded_packaged_samples": [e.path for e in split.excluded],
+        },
+        "split": {
+            "method": "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to validation",
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "limit_per_class": config.limit,
+            "train_count": {lbl: sum(e.label == i for e in split.train) for i, lbl in enumerate(LABELS)},
+            "validation_count": {lbl: sum(e.label == i for e in split.validation) for i, lbl in enumerate(LABELS)},
+            "train_sha256_digest": split_digest(split.train),
+            "validation_sha256_digest": split_digest(split.validation),
+            "validation_paths": [e.path for e in split.validation],
+        },
+        "recipe": {
+            "seed": config.seed,
+            "augment_copies": config.augment,
+            "augmentation": "rotation U(-7,7) deg, shift U(-6%,6%), brightness and contrast U(0.9,1.1); no flips",
+            "cached_activations": f"{CUT_LAYER} (5x5x1024, input of block14_sepconv1), float16",
+            "head": f"GAP -> Dense(128, relu) -> Dropout({DROPOUT_RATE}) -> Dense(2), fresh Glorot init",
+            "head_training": f"Adam {config.head_learning_rate}, batch {config.batch_size}, <= {config.epochs} epochs, "
+            "balanced class weights, early stopping on validation loss (patience 5, best weights)",
+            "fine_tune": f"block14 separable convs (BN frozen) + head, Adam {config.fine_tune_learning_rate}, "
+            f"<= {config.fine_tune_epochs} epochs, early stopping patience 1",
+            "selection": "higher validation AUC of head-only vs fine-tuned; tie -> head-only",
+            "calibration": "temperature scaling (NLL on validation), 1/T folded into dense_1 kernel and bias",
+            "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
+        },
+        "validation": {
+            "served": served_figures,
+            "training_time": result.validation,
+            "note": "Selection, calibration and threshold all used this validation split: figures are optimistic.",
+        },
+        "history": result.history,
+        "seconds": result.seconds,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest

@@ -1,0 +1,134 @@
+"""Training, calibration and shipping of trained model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from PIL import Image
+
+from inference import training, trained
+from inference.model_package import packaged_model_path, packaged_sample_images, sha256_file
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception-ft-v1"
+
+
+def _examples(n_normal: int, n_pneumonia: int) -> list[training.Example]:
+    return [
+        training.Example(f"{training.LABELS[label]}/{i}.png", label, f"{label}{i:063d}")
+        for label, n in ((0, n_normal), (1, n_pneumonia))
+        for i in range(n)
+    ]
+
+
+def test_it_splits_per_class_reproducibly_and_disjointly() -> None:
+    examples = _examples(50, 150)
+    first = training.split_stratified(examples, val_fraction=0.2, seed=1)
+    again = training.split_stratified(examples, val_fraction=0.2, seed=1)
+    other = training.split_stratified(examples, val_fraction=0.2, seed=2)
+    assert first.validation == again.validation and first.digest() == again.digest()
+    assert first.digest() != other.digest()
+    assert [sum(e.label == c for e in first.validation) for c in (0, 1)] == [10, 30]
+    assert not {e.path for e in first.train} & {e.path for e in first.validation}
+
+
+def test_it_never_uses_the_packaged_sample_images(tmp_path: Path) -> None:
+    path, label = packaged_sample_images()[0]
+    examples = [*_examples(5, 5), training.Example(f"{label}/{path.name}", 0, sha256_file(path))]
+    split = training.split_stratified(examples, val_fraction=0.2, seed=1)
+    assert [e.path for e in split.excluded] == [f"{label}/{path.name}"]
+    assert all(e.sha256 != sha256_file(path) for e in split.train + split.validation)
+
+
+def test_it_picks_the_highest_threshold_that_keeps_the_sensitivity() -> None:
+    labels = np.array([1] * 20 + [0] * 5)
+    probs = np.concatenate([np.linspace(0.05, 1.0, 20), np.full(5, 0.02)])
+    threshold = training.threshold_for_sensitivity(probs, labels, 0.95)
+    assert threshold == pytest.approx(0.1)
+    assert (probs[labels == 1] >= threshold).mean() == 0.95
+
+
+def test_it_calibrates_overconfident_logits_with_a_temperature() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 4000)
+    true_log_odds = rng.normal(0, 2, 4000) + np.where(labels == 1, 1.5, -1.5)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-true_log_odds))).astype(int)
+    logits = np.stack([np.zeros(4000), 3.0 * true_log_odds], axis=1)  # three times too confident
+    temperature = training.temperature_fit(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    before = training.expected_calibration_error(training.probabilities(logits), labels)
+    after = training.expected_calibration_error(training.probabilities(logits, temperature), labels)
+    assert after < before / 2
+
+
+def _tiny_data_set(root: Path) -> Path:
+    """The 16 packaged samples re-encoded as PNG: new bytes, so the split may use them."""
+    for path, label in packaged_sample_images():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            image.convert("RGB").save(root / label / f"{path.stem}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_it_trains_end_to_end_into_artifacts_the_registry_accepts(tmp_path: Path, settings) -> None:
+    # Given a tiny labelled folder
+    data = _tiny_data_set(tmp_path / "data")
+    out = tmp_path / "models" / "tiny-v1"
+    # When training for one short epoch of each stage
+    call_command(
+        "train_model", str(data), "--out", str(out), "--name", "tiny-v1", "--val-fraction", "0.25",
+        "--epochs", "1", "--fine-tune-epochs", "1", "--augment", "1", "--heatmap-limit", "4",
+        "--cache", str(tmp_path / "cache"),
+    )
+    # Then the artifacts are complete and the registry registers, converts and gates them
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["base"]["sha256"] == sha256_file(packaged_model_path())
+    assert manifest["split"]["validation_count"] == {"NORMAL": 2, "PNEUMONIA": 2}
+    assert 0.0 < manifest["threshold"] < 1.0 and manifest["temperature"] > 0
+    assert manifest["heatmap_scale"]["scale"] > 0 and manifest["parity_max_diff"] <= 1e-4
+    assert (out / "reliability.png").stat().st_size > 1000
+    from inference.registry import model_version_prepare, model_version_register_shipped
+
+    settings.PNEUMO_MODEL_DIR = tmp_path / "converted"
+    version = model_version_prepare(model_version_register_shipped(out))
+    assert version.name == "tiny-v1" and version.parity_passed
+    assert version.threshold == manifest["threshold"]
+    assert version.sha256 == manifest["rebuilt_keras_sha256"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
+def test_it_rebuilds_the_shipped_model_deterministically(tmp_path: Path) -> None:
+    manifest = trained.shipped_verify(SHIPPED, packaged_model_path())
+    weights = SHIPPED / manifest["weights"]["file"]
+    first = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "a.keras")
+    second = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "b.keras")
+    assert sha256_file(first) == sha256_file(second) == manifest["rebuilt_keras_sha256"]
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
+def test_it_activates_the_shipped_model_once_it_passes_the_gate(active_model) -> None:
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert active_model.name == manifest["name"] and active_model.parity_passed
+    assert active_model.threshold == manifest["threshold"]
+    assert active_model.heatmap_scale == manifest["heatmap_scale"]["scale"]
+    assert active_model.intended_max_age_years == 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
+def test_it_leaves_an_admins_choice_of_the_packaged_model_alone(active_model, admin_user) -> None:
+    from inference.models import ModelVersion
+    from inference.registry import PACKAGED_MODEL_NAME, model_version_activate, models_prepare_all
+
+    packaged = ModelVersion.objects.get(name=PACKAGED_MODEL_NAME)
+    model_version_activate(version=packaged, user=admin_user)
+    models_prepare_all()
+    assert ModelVersion.objects.get(is_active=True).pk == packaged.pk
