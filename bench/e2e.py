@@ -260,6 +260,36 @@ def bench_cold_start(site: Site) -> float:
         worker.wait(timeout=30)
 
 
+def bench_pool_child_start() -> float:
+    """What a Celery prefork child pays: fork from a warm parent, load the model, first result (seconds)."""
+    code = r"""
+import os, sys, time, django
+sys.path.insert(0, ".")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pneumo.settings")
+django.setup()
+import inference.tasks  # what the Celery main process has imported before it forks
+from inference import runtime
+from inference.registry import active_model_version
+from tests.dicom_factory import make_dicom
+from cases.imaging import decode
+image = decode(make_dicom(8, shape=(1024, 1024)), filename="x.dcm", max_bytes=2**28, max_pixels=6e7).model_image
+version = active_model_version()
+read, write = os.pipe()
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    runtime.classifier_for(version).predict(image)
+    os.write(write, str(time.perf_counter() - started).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(read, 64).decode())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.setdefault("DEBUG", "1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
@@ -274,6 +304,7 @@ def main() -> None:
             print("throughput and responsiveness under load:", flush=True)
             app_rate, alone, during = bench_throughput(site, args.load_studies)
             cold = bench_cold_start(site)
+            child = bench_pool_child_start()
         finally:
             site.stop()
     print("\n| figure | measured | goal | met |\n|---|---|---|---|")
@@ -292,7 +323,10 @@ def main() -> None:
         p95 = pct(values, 95) if values else float("nan")
         print(f"| /{key}/ p95 while workers are saturated (n={len(values)}) | {p95 * 1000:.1f} ms | "
               f"<= {goal * 1000:.0f} ms | {'yes' if p95 <= goal else 'NO'} |")
-    print(f"| cold start: new worker process to first result | {cold:.2f} s | < 1 s | {'yes' if cold < 1 else 'NO'} |")
+    print(f"| cold start: new pool process (fork, model load, first result) | {child:.2f} s | < 1 s | "
+          f"{'yes' if child < 1 else 'NO'} |")
+    print(f"| cold start: whole new `celery worker` command to first result | {cold:.2f} s | < 1 s | "
+          f"{'yes' if cold < 1 else 'NO'} |")
 
 
 if __name__ == "__main__":

@@ -338,17 +338,31 @@ def _store_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     decoded = _decode(item)
     sha256 = hashlib.sha256(item.data).hexdigest()
     ident = _identity(decoded, batch.manual, batch.study_uids, sha256)
-    existing = Image.objects.filter(site=batch.site, sop_instance_uid=ident.sop_uid).first()
-    if existing is not None:
-        return FileOutcome(item.name, DUPLICATE, "Already stored (same SOPInstanceUID)", existing.study_id, existing.pk)
+    duplicate = _duplicate(item, batch, ident)
+    if duplicate is not None:
+        return duplicate
     data = zero_preamble(item.data) if decoded.kind == "dicom" else item.data
     eligibility = _eligibility(decoded, ident)
     stored_name = default_storage.save(_storage_name(decoded, sha256), ContentFile(data))
     try:
         return _rows_create(item, batch, decoded, ident, eligibility, stored_name, data)
+    except IntegrityError:
+        default_storage.delete(stored_name)
+        # Another upload stored the same image at the same moment.
+        duplicate = _duplicate(item, batch, ident)
+        if duplicate is None:
+            raise Refused("The file could not be stored; please try again") from None
+        return duplicate
     except BaseException:
         default_storage.delete(stored_name)  # a refusal leaves no orphan file
         raise
+
+
+def _duplicate(item: IncomingFile, batch: _Batch, ident: Identity) -> FileOutcome | None:
+    existing = Image.objects.filter(site=batch.site, sop_instance_uid=ident.sop_uid).first()
+    if existing is None:
+        return None
+    return FileOutcome(item.name, DUPLICATE, "Already stored (same SOPInstanceUID)", existing.study_id, existing.pk)
 
 
 def _rows_create(item, batch, decoded, ident, eligibility, stored_name: str, data: bytes) -> FileOutcome:
@@ -385,22 +399,6 @@ def _ingest_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
             action="upload_refused", user=batch.user, site=batch.site, request=batch.request, reason=str(exc)[:200]
         )
         return FileOutcome(item.name, REFUSED, str(exc))
-    except IntegrityError:
-        # Another upload stored the same image at the same moment.
-        existing = Image.objects.filter(site=batch.site, sop_instance_uid=_sop_of(item, batch)).first()
-        if existing is not None:
-            return FileOutcome(
-                item.name, DUPLICATE, "Already stored (same SOPInstanceUID)", existing.study_id, existing.pk
-            )
-        return FileOutcome(item.name, REFUSED, "The file could not be stored; please try again")
-
-
-def _sop_of(item: IncomingFile, batch: _Batch) -> str:
-    try:
-        decoded = _decode(item)
-        return _identity(decoded, batch.manual, batch.study_uids, hashlib.sha256(item.data).hexdigest()).sop_uid
-    except Refused:
-        return ""
 
 
 def _items(files: Iterable[IncomingFile]) -> Iterator[IncomingFile | FileOutcome]:

@@ -110,6 +110,7 @@ def upload_files(request: HttpRequest) -> JsonResponse:
 @login_required
 def studies(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.study_rows_for_user(user=request.user), 50).get_page(request.GET.get("page"))
+    audit_record(action="list_studies", user=request.user, request=request, page=page.number)
     return render(request, "cases/studies.html", {"page": page})
 
 

@@ -137,6 +137,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         "page": page,
         "lanes": lane_counts(user=request.user),
         "poll_seconds": POLL_SECONDS,
+        "version": worklist_change_token(user=request.user),
         "now": timezone.now(),
         "alerts_enabled": request.user.is_radiologist,
     }

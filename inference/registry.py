@@ -122,7 +122,9 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
     sha = model_package.sha256_file(path)
     if manifest.get("rebuilt_keras_sha256") not in (None, sha):
         # Another Keras version serialises differently; the parity gate still checks the conversion.
-        logger.warning("%s rebuilt with sha256 %s, manifest recorded %s", manifest["name"], sha, manifest["rebuilt_keras_sha256"])
+        logger.warning(
+            "%s rebuilt with sha256 %s, manifest recorded %s", manifest["name"], sha, manifest["rebuilt_keras_sha256"]
+        )
     if manifest["preprocessing_version"] != PREPROCESSING_VERSION:
         raise ModelFileMismatch(f"{manifest['name']} needs preprocessing {manifest['preprocessing_version']}")
     intended = manifest["intended_use"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from inference.classifier import INPUT_SIZE, PNEUMONIA_INDEX, preprocess
+from inference.classifier import INPUT_SIZE, PNEUMONIA_INDEX, PREPROCESSING_VERSION, preprocess
 from inference.model_package import packaged_sample_images, sha256_file
 
 if TYPE_CHECKING:
@@ -202,7 +202,9 @@ def head_layers(seed: int) -> list[keras.layers.Layer]:
     import keras
 
     return [
-        keras.layers.Dense(128, activation="relu", name="dense", kernel_initializer=keras.initializers.GlorotUniform(seed)),
+        keras.layers.Dense(
+            128, activation="relu", name="dense", kernel_initializer=keras.initializers.GlorotUniform(seed)
+        ),
         keras.layers.Dropout(DROPOUT_RATE, seed=seed, name="dropout"),
         keras.layers.Dense(2, name="dense_1", kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
     ]
@@ -280,7 +282,10 @@ def fit(
 
 
 def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    out = [np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False)) for i in range(0, len(x), batch_size)]
+    out = [
+        np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False))
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out).astype(np.float64)
 
 
@@ -303,7 +308,9 @@ def temperature_fit(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising the (unweighted) NLL, searched on log T in [1/20, 20]."""
     from scipy.optimize import minimize_scalar
 
-    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded"
+    )
     return float(np.exp(result.x))
 
 
@@ -433,6 +440,32 @@ def _round_to_float16(model: keras.Model, names: Sequence[str]) -> None:
 FINE_TUNED_LAYERS = ("block14_sepconv1", "block14_sepconv2")  # batch normalisation stays as packaged
 
 
+SIMPLICITY = ("logistic_regression_head", "head_only", "fine_tuned")
+
+
+def logistic_regression_as_head(coef: np.ndarray, intercept: float, scaler: Any) -> dict[str, np.ndarray]:
+    """A logistic regression on standardised pooled features as GAP -> Dense(128, relu) -> Dense(2), exactly.
+
+    Two hidden units carry z and -z (relu(z) - relu(-z) = z), the pneumonia logit is their
+    difference and the normal logit is 0, so softmax gives sigmoid(z); the other units are zero.
+    Rounded through float16 like every shipped weight.
+    """
+    w = (coef / scaler.scale_).astype(np.float64)
+    b = float(intercept - np.dot(scaler.mean_, w))
+    w1 = np.zeros((len(w), 128), dtype=np.float32)
+    b1 = np.zeros(128, dtype=np.float32)
+    w1[:, 0], w1[:, 1], b1[0], b1[1] = w, -w, b, -b
+    w2 = np.zeros((128, 2), dtype=np.float32)
+    w2[0, PNEUMONIA_INDEX], w2[1, PNEUMONIA_INDEX] = 1.0, -1.0
+    weights = {"dense/0": w1, "dense/1": b1, "dense_1/0": w2, "dense_1/1": np.zeros(2, dtype=np.float32)}
+    return {k: v.astype(np.float16).astype(np.float32) for k, v in weights.items()}
+
+
+def head_logits_numpy(weights: dict[str, np.ndarray], pooled: np.ndarray) -> np.ndarray:
+    hidden = np.maximum(pooled @ weights["dense/0"] + weights["dense/1"], 0.0)
+    return (hidden @ weights["dense_1/0"] + weights["dense_1/1"]).astype(np.float64)
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     import keras
     import tensorflow as tf
@@ -440,6 +473,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     from sklearn.preprocessing import StandardScaler
 
     from inference.conversion import extract_head, load_keras_model
+    from inference.evaluation import auc
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -459,7 +493,13 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     def cached(examples: Sequence[Example], variant: int) -> np.ndarray:
         start = time.perf_counter()
         acts = activations_cached(
-            act_model, config.data_dir, examples, config.cache_dir, variant=variant, seed=config.seed, base_sha256=base_sha
+            act_model,
+            config.data_dir,
+            examples,
+            config.cache_dir,
+            variant=variant,
+            seed=config.seed,
+            base_sha256=base_sha,
         )
         log(f"activations variant {variant}: {len(examples)} images in {time.perf_counter() - start:.0f} s")
         return acts
@@ -485,33 +525,50 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     # The packaged head on this split: it was trained on these validation images, so optimistic.
     packaged_head = extract_head(packaged)
     hidden = np.maximum(p_val @ packaged_head["W1"] + packaged_head["b1"], 0.0)
-    record("packaged_model_(saw_these_images)", probabilities((hidden @ packaged_head["W2"] + packaged_head["b2"]).astype(np.float64)))
+    record(
+        "packaged_model_(saw_these_images)",
+        probabilities((hidden @ packaged_head["W2"] + packaged_head["b2"]).astype(np.float64)),
+    )
 
     # Baseline: logistic regression on the same training images (no augmentation), C chosen on validation.
     scaler = StandardScaler().fit(p_train[0])
-    best_lr: tuple[float, float, np.ndarray] | None = None
+    best_lr: tuple[float, float, np.ndarray, Any] | None = None
     for c in (0.001, 0.01, 0.1, 1.0):
         lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(p_train[0]), y_train)
         probs = lr.predict_proba(scaler.transform(p_val))[:, 1]
-        from inference.evaluation import auc
-
         if best_lr is None or auc(y_val, probs) > best_lr[1]:
-            best_lr = (c, auc(y_val, probs), probs)
+            best_lr = (c, auc(y_val, probs), probs, lr)
     assert best_lr is not None
     record("baseline_logistic_regression", best_lr[2])["C"] = best_lr[0]
+    # The same regression, written exactly into the packaged head's shape (so Grad-CAM stays exact).
+    lr_weights = logistic_regression_as_head(best_lr[3].coef_[0], best_lr[3].intercept_[0], scaler)
+    lr_logits = head_logits_numpy(lr_weights, p_val)
+    record("logistic_regression_head_uncalibrated", probabilities(lr_logits))
 
     # Stage 1: a fresh head on frozen pooled features (original + augmented copies).
     head = head_model(config.seed)
-    history = {"head": fit(
-        head, np.concatenate(p_train), y_train_all, p_val, y_val,
-        learning_rate=config.head_learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        patience=5, seed=config.seed,
-    )}
+    history = {
+        "head": fit(
+            head,
+            np.concatenate(p_train),
+            y_train_all,
+            p_val,
+            y_val,
+            learning_rate=config.head_learning_rate,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            patience=5,
+            seed=config.seed,
+        )
+    }
     _round_to_float16(head, HEAD_LAYERS)
     head_logits = predict_logits(head, p_val)
     record("head_only_uncalibrated", probabilities(head_logits))
     seconds["head"] = time.perf_counter() - t1
-    candidates = {"head_only": (head_logits, _layer_weights(head, HEAD_LAYERS))}
+    candidates = {
+        "logistic_regression_head": (lr_logits, lr_weights),
+        "head_only": (head_logits, _layer_weights(head, HEAD_LAYERS)),
+    }
 
     # Stage 2: fine-tune block 14's separable convolutions together with that head, gently.
     if config.fine_tune_epochs > 0:
@@ -521,9 +578,16 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         top = top_model(block14_model(packaged, trainable=True), tuned_head)
         x = np.concatenate(a_train).astype(np.float32)
         history["fine_tune"] = fit(
-            top, x, y_train_all, a_val.astype(np.float32), y_val,
-            learning_rate=config.fine_tune_learning_rate, epochs=config.fine_tune_epochs,
-            batch_size=config.batch_size, patience=1, seed=config.seed,
+            top,
+            x,
+            y_train_all,
+            a_val.astype(np.float32),
+            y_val,
+            learning_rate=config.fine_tune_learning_rate,
+            epochs=config.fine_tune_epochs,
+            batch_size=config.batch_size,
+            patience=1,
+            seed=config.seed,
         )
         del x
         _round_to_float16(top, FINE_TUNED_LAYERS + HEAD_LAYERS)
@@ -532,8 +596,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         candidates["fine_tuned"] = (tuned_logits, _layer_weights(top, FINE_TUNED_LAYERS + HEAD_LAYERS))
         seconds["fine_tune"] = time.perf_counter() - t2
 
-    # Ship the candidate with the higher validation AUC; a tie goes to the simpler head-only model.
-    chosen = max(candidates, key=lambda k: (validation[f"{k}_uncalibrated"]["auc"], k == "head_only"))
+    # Ship the candidate with the highest validation AUC (4 decimals); a tie goes to the simpler one.
+    chosen = max(candidates, key=lambda k: (validation[f"{k}_uncalibrated"]["auc"], -SIMPLICITY.index(k)))
     logits, weights = candidates[chosen]
     temperature = temperature_fit(logits, y_val)
     weights = dict(weights)
@@ -616,7 +680,7 @@ def artifacts_write(
     served_figures = figures(served, y_val, result.threshold)
     log(f"served (LiteRT) validation figures: {served_figures}; parity {parity:.2e}; heatmap scale {scale.scale:.6f}")
     with np.load(weights_path) as data:
-        shipped_layers = sorted({k.rsplit('/', 1)[0] for k in data.files})
+        shipped_layers = sorted({k.rsplit("/", 1)[0] for k in data.files})
     manifest = {
         "name": name,
         "version": "1",
@@ -638,7 +702,7 @@ def artifacts_write(
             "bytes": weights_path.stat().st_size,
         },
         "rebuilt_keras_sha256": keras_sha,
-        "preprocessing_version": __import__("inference.classifier", fromlist=["x"]).PREPROCESSING_VERSION,
+        "preprocessing_version": PREPROCESSING_VERSION,
         "input_size": INPUT_SIZE,
         "fine_tuned": result.fine_tuned,
         "threshold": result.threshold,
@@ -661,12 +725,14 @@ def artifacts_write(
             "view": "AP",
         },
         "data": {
-            "folder": config.data_dir.name if config.data_dir.name != "train" else "kermany-224/train",
+            "folder": f"{config.data_dir.parent.name}/{config.data_dir.name}",
             "n_images": len(split.train) + len(split.validation) + len(split.excluded),
             "excluded_packaged_samples": [e.path for e in split.excluded],
         },
         "split": {
-            "method": "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to validation",
+            "method": (
+                "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to validation"
+            ),
             "seed": config.seed,
             "val_fraction": config.val_fraction,
             "limit_per_class": config.limit,
@@ -686,7 +752,10 @@ def artifacts_write(
             "balanced class weights, early stopping on validation loss (patience 5, best weights)",
             "fine_tune": f"block14 separable convs (BN frozen) + head, Adam {config.fine_tune_learning_rate}, "
             f"<= {config.fine_tune_epochs} epochs, early stopping patience 1",
-            "selection": "higher validation AUC of head-only vs fine-tuned; tie -> head-only",
+            "selection": (
+                "highest validation AUC among: logistic regression written as the head, fresh MLP head, "
+                "fine-tuned block 14 + head; ties -> the simpler"
+            ),
             "calibration": "temperature scaling (NLL on validation), 1/T folded into dense_1 kernel and bias",
             "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
         },

@@ -74,7 +74,9 @@ def _modality_problem(meta: ImageMetadata) -> str | None:
 
 
 def _is_secondary_capture(meta: ImageMetadata) -> bool:
-    sc_class = (meta.sop_class_uid or "").startswith(SECONDARY_CAPTURE_SOP_PREFIX)
+    sop_class = meta.sop_class_uid or ""
+    # The SC family is 1.2.840.10008.5.1.4.1.1.7 and .7.1 to .7.4; .77 is visible light, not SC.
+    sc_class = sop_class == SECONDARY_CAPTURE_SOP_PREFIX or sop_class.startswith(SECONDARY_CAPTURE_SOP_PREFIX + ".")
     return meta.modality == "SC" or (sc_class and meta.modality in (None, *SECONDARY_CAPTURE_MODALITIES))
 
 

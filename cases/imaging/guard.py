@@ -24,6 +24,7 @@ import math
 import mmap
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import resource
 import signal
@@ -177,13 +178,23 @@ def _forget_parents_forkserver() -> None:
         return
     alive_fd = server._forkserver_alive_fd
     server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
-    server._lock = threading.Lock()
     with contextlib.suppress(OSError, TypeError):
         os.close(alive_fd)
 
 
+def _release_inherited_locks() -> None:
+    # Our spare-starting thread may have held these at the fork; it does not exist in the child to release them.
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if server is not None and hasattr(server, "_lock"):
+        server._lock = threading.Lock()
+    tracker = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
+    if tracker is not None and hasattr(tracker, "_lock"):
+        tracker._lock = threading.RLock()
+
+
 def _after_fork_in_child() -> None:
     _pool.forget()
+    _release_inherited_locks()
     _forget_parents_forkserver()
 
 

@@ -90,7 +90,7 @@
 
   // Every second, ask the cheap version endpoint whether anything changed; fetch the rows only
   // then (or every 15 s, to refresh the waiting times).
-  let version = null;
+  let version = root.dataset.version || null; // as rendered: changes before the first check count
   let lastRows = Date.now();
   async function check() {
     let changed = Date.now() - lastRows > 15000;

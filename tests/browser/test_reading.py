@@ -160,7 +160,7 @@ def test_it_raises_a_banner_when_the_ai_flags_a_stat_study(
     assert page.locator("#alert-banner").is_hidden()
 
     flagged = study_ready(demo_site, probability=0.95, priority=Priority.STAT, name="Grace Hopper")
-    Study.objects.filter(pk=flagged.pk).update(ai_completed_at=timezone.now())
+    Study.objects.filter(pk=flagged.pk).update(ai_completed_at=timezone.now(), updated_at=timezone.now())
 
     page.wait_for_selector("#alert-banner:not([hidden])", timeout=15_000)
     assert "STAT study flagged by the AI" in page.locator("#alert-banner").inner_text()

@@ -61,6 +61,7 @@ def test_it_refuses_other_modalities(modality: str) -> None:
 
 def test_it_refuses_other_capture_modalities_without_a_secondary_capture_class() -> None:
     assert assess(modality="OT", sop_class_uid="1.2.840.10008.5.1.4.1.1.2").status == "not_eligible"
+    assert assess(modality="OT", sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.4").status == "not_eligible"
     assert assess(modality=None, sop_class_uid=None).status == "not_eligible"
 
 

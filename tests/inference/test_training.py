@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from PIL import Image
 
-from inference import training, trained
+from inference import trained, training
 from inference.model_package import packaged_model_path, packaged_sample_images, sha256_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception-ft-v1"
@@ -81,9 +81,24 @@ def test_it_trains_end_to_end_into_artifacts_the_registry_accepts(tmp_path: Path
     out = tmp_path / "models" / "tiny-v1"
     # When training for one short epoch of each stage
     call_command(
-        "train_model", str(data), "--out", str(out), "--name", "tiny-v1", "--val-fraction", "0.25",
-        "--epochs", "1", "--fine-tune-epochs", "1", "--augment", "1", "--heatmap-limit", "4",
-        "--cache", str(tmp_path / "cache"),
+        "train_model",
+        str(data),
+        "--out",
+        str(out),
+        "--name",
+        "tiny-v1",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "1",
+        "--fine-tune-epochs",
+        "1",
+        "--augment",
+        "1",
+        "--heatmap-limit",
+        "4",
+        "--cache",
+        str(tmp_path / "cache"),
     )
     # Then the artifacts are complete and the registry registers, converts and gates them
     manifest = json.loads((out / "manifest.json").read_text())

@@ -181,10 +181,12 @@ def _zip(*members: tuple[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
 def zip_bomb(megabytes: int = 64) -> bytes:
     """One member of ``megabytes`` MB of zeros, deflated about 1000:1."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("IM0001.dcm", "w", force_zip64=True) as member:
-            for _ in range(megabytes):
-                member.write(bytes(2**20))
+    with (
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("IM0001.dcm", "w", force_zip64=True) as member,
+    ):
+        for _ in range(megabytes):
+            member.write(bytes(2**20))
     return buffer.getvalue()
 
 
@@ -289,9 +291,7 @@ def _lying_lengths() -> list[Hostile]:
             "lying-length",
             "truncated",
         ),
-        Hostile(
-            "length-odd-name.dcm", _with_length(_dicom(4), 0x0010, 0x0010, 13), REFUSED, "lying-length", DAMAGED
-        ),
+        Hostile("length-odd-name.dcm", _with_length(_dicom(4), 0x0010, 0x0010, 13), REFUSED, "lying-length", DAMAGED),
         Hostile(
             "length-odd-pixels.dcm",
             _with_length(_dicom(5), 0x7FE0, 0x0010, 4095),
@@ -300,9 +300,7 @@ def _lying_lengths() -> list[Hostile]:
             "less pixel data",
         ),
         Hostile("length-past-item.dcm", lut, REFUSED, "lying-length", "claims to be longer"),
-        Hostile(
-            "pixels-short-for-rows.dcm", _rewrite(_dicom(6), Rows=128), REFUSED, "lying-length", "less pixel data"
-        ),
+        Hostile("pixels-short-for-rows.dcm", _rewrite(_dicom(6), Rows=128), REFUSED, "lying-length", "less pixel data"),
     ]
 
 
@@ -323,9 +321,7 @@ def _lut_descriptor_past_item() -> bytes:
 def _huge() -> list[Hostile]:
     too_large = r"exceed|limit|megapixels"
     return [
-        Hostile(
-            "rows-columns-60000.dcm", _rewrite(_dicom(8), Rows=60000, Columns=60000), REFUSED, "huge", too_large
-        ),
+        Hostile("rows-columns-60000.dcm", _rewrite(_dicom(8), Rows=60000, Columns=60000), REFUSED, "huge", too_large),
         Hostile(
             "rows-columns-65535-16bit.dcm",
             _rewrite(_dicom(9, bits=16), Rows=65535, Columns=65535),
@@ -415,9 +411,7 @@ def _bombs() -> list[Hostile]:
 def _zips() -> list[Hostile]:
     return [
         Hostile("zip-path-traversal.zip", _zip(("../../etc/passwd", _dicom(18))), STORED, "zip"),
-        Hostile(
-            "zip-absolute-path.zip", _zip(("/etc/cron.d/pneumo", b"* * * * * root id\n")), REFUSED, "zip", "text"
-        ),
+        Hostile("zip-absolute-path.zip", _zip(("/etc/cron.d/pneumo", b"* * * * * root id\n")), REFUSED, "zip", "text"),
         Hostile("zip-5001-members.zip", _zip_many(5001), REFUSED, "zip", "more than 5000"),
         Hostile("zip-encrypted.zip", _zip_encrypted_flag(), REFUSED, "zip", r"not a dicom|unreadable|encrypted"),
         Hostile("zip-bad-crc.zip", _zip_bad_crc(), REFUSED, "zip", r"not a dicom|unreadable|damaged"),
@@ -511,9 +505,7 @@ def _wrong_vrs() -> list[Hostile]:
             "wrong-vr",
             "image size",
         ),
-        Hostile(
-            "vr-rows-as-text.dcm", _with_vr(_dicom(25), 0x0028, 0x0010, b"LO", b"ab"), REFUSED, "wrong-vr", "size"
-        ),
+        Hostile("vr-rows-as-text.dcm", _with_vr(_dicom(25), 0x0028, 0x0010, b"LO", b"ab"), REFUSED, "wrong-vr", "size"),
         Hostile(
             "vr-lowercase.dcm",
             _with_vr(_dicom(26), 0x0010, 0x0010, b"pn"),
@@ -532,7 +524,7 @@ def _overlong() -> list[Hostile]:
             _dicom(40, patient_id="P" * 100),
             REFUSED,
             "overlong",
-            "patient ID",
+            r"patient ?id",
             known_bug=OVERLONG_BUG,
         ),
         Hostile(
@@ -543,9 +535,7 @@ def _overlong() -> list[Hostile]:
             "UID",
             known_bug=OVERLONG_BUG,
         ),
-        Hostile(
-            "overlong-view-position.dcm", _dicom(42, view="V" * 40), STORED, "overlong", known_bug=OVERLONG_BUG
-        ),
+        Hostile("overlong-view-position.dcm", _dicom(42, view="V" * 40), STORED, "overlong", known_bug=OVERLONG_BUG),
         Hostile(
             "overlong-description.dcm",
             _dicom(43, study_description="D" * 300),
@@ -598,8 +588,7 @@ def summary() -> str:
     size = sum(len(entry.data) for entry in entries)
     parts = ", ".join(f"{name} {count}" for name, count in categories.items())
     return (
-        f"{len(entries)} files ({outcomes[STORED]} stored, {outcomes[REFUSED]} refused; "
-        f"{size / 2**20:.1f} MB): {parts}"
+        f"{len(entries)} files ({outcomes[STORED]} stored, {outcomes[REFUSED]} refused; {size / 2**20:.1f} MB): {parts}"
     )
 
 

@@ -137,47 +137,77 @@ def test_it_builds_a_corpus_of_at_least_forty_hostile_files() -> None:
 # --- (a) The upload page, one request per file ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", [_case(entry) for entry in corpus()])
-def test_it_answers_each_hostile_file_on_the_upload_page(entry: Hostile, ready, tech, media) -> None:
-    # Given a technician on the upload page
-    client = Client(raise_request_exception=False)
-    client.force_login(tech)
-
-    # When the file is uploaded
+def replay_one(client: Client, entry: Hostile) -> tuple[dict, list[str]]:
+    """Upload one file on the page; the outcome, and what went wrong with it."""
     started = time.monotonic()
     response = upload_page(client, entry)
     elapsed = time.monotonic() - started
-
-    # Then the server answers with the file's outcome, quickly, and stores exactly what it accepted
-    assert response.status_code == (200 if entry.outcome == STORED else 400), response.content[:300]
-    assert elapsed < FILE_SECONDS, f"{entry.name} took {elapsed:.1f} s"
+    problems = []
+    if response.status_code != (200 if entry.outcome == STORED else 400):
+        problems.append(f"HTTP {response.status_code}: {response.content[:200]!r}")
+    if elapsed > FILE_SECONDS:
+        problems.append(f"took {elapsed:.1f} s")
+    if response.status_code >= 500:
+        return {}, problems
     outcomes = response.json()["files"]
-    assert len(outcomes) == 1
-    check_outcome(entry, outcomes[0])
-    check_invariant(media, outcomes)
-    for image in Image.objects.all():
+    try:
+        assert len(outcomes) == 1, outcomes
+        check_outcome(entry, outcomes[0])
+    except AssertionError as error:
+        problems.append(str(error))
+    return outcomes[0], problems
+
+
+def test_it_answers_each_hostile_file_on_the_upload_page(ready, tech, media) -> None:
+    # Given a technician on the upload page, and the peak memory so far
+    client = Client(raise_request_exception=False)
+    client.force_login(tech)
+    rss_before = peak_rss_mb()
+
+    # When each file of the corpus is uploaded in a request of its own
+    results = {entry.name: replay_one(client, entry) for entry in replayable()}
+
+    # Then each got its outcome quickly, the server stored exactly what it accepted, and kept its memory
+    problems = {name: issues for name, (_, issues) in results.items() if issues}
+    assert not problems, "\n".join(f"{name}: {issues}" for name, issues in problems.items())
+    check_invariant(media, [outcome for outcome, _ in results.values()])
+    for image in Image.objects.select_related("study__patient"):
+        check_stored_rows(image)
+    assert peak_rss_mb() - rss_before < RSS_GROWTH_MB
+
+
+@pytest.mark.parametrize("entry", [_case(entry) for entry in corpus() if entry.known_bug])
+def test_it_answers_files_that_today_meet_a_known_bug(entry: Hostile, ready, tech, media) -> None:
+    client = Client(raise_request_exception=False)
+    client.force_login(tech)
+    outcome, problems = replay_one(client, entry)
+    assert not problems, problems
+    check_invariant(media, [outcome])
+    for image in Image.objects.select_related("study__patient"):
         check_stored_rows(image)
 
 
-def test_it_answers_the_whole_corpus_as_one_batch_twice(ready, tech, media) -> None:
+def test_it_answers_the_whole_corpus_as_one_batch_and_the_stored_files_again(ready, tech, media) -> None:
     # Given a technician, and the peak memory so far
     client = Client(raise_request_exception=False)
     client.force_login(tech)
     entries = replayable()
     rss_before = peak_rss_mb()
 
-    # When the whole corpus is uploaded in one request, then again
+    # When the whole corpus is uploaded in one request, then the files it stored once more
     first = upload_page(client, *entries)
-    second = upload_page(client, *entries)
+    kept = [entry for entry in entries if entry.outcome == STORED]
+    second = upload_page(client, *kept)
 
-    # Then each file has its outcome in order, the second time as duplicates, and nothing else was stored
+    # Then each file has its outcome in order, the second time as a duplicate, and nothing else was stored
     assert first.status_code == second.status_code == 200
     first_files, second_files = first.json()["files"], second.json()["files"]
-    assert len(first_files) == len(second_files) == len(entries)
-    for entry, outcome, again in zip(entries, first_files, second_files, strict=True):
+    assert len(first_files) == len(entries) and len(second_files) == len(kept)
+    for entry, outcome in zip(entries, first_files, strict=True):
         check_outcome(entry, outcome)
-        check_outcome(entry, again, expected="duplicate" if entry.outcome == STORED else REFUSED)
-        assert again["image_id"] == outcome["image_id"]
+    stored_ids = [outcome["image_id"] for outcome in first_files if outcome["status"] == STORED]
+    assert [outcome["status"] for outcome in second_files] == ["duplicate"] * len(kept)
+    assert [outcome["image_id"] for outcome in second_files] == stored_ids
     check_invariant(media, first_files + second_files)
     assert peak_rss_mb() - rss_before < RSS_GROWTH_MB
 

@@ -47,4 +47,6 @@ class Command(BaseCommand):
             config, result, options["out"], name=options["name"], heatmap_limit=options["heatmap_limit"], log=log
         )
         training.reliability_plot(result, options["out"] / "reliability.png")
-        self.stdout.write(self.style.SUCCESS(f"wrote {options['out']} ({manifest['weights']['bytes']} bytes of weights)"))
+        self.stdout.write(
+            self.style.SUCCESS(f"wrote {options['out']} ({manifest['weights']['bytes']} bytes of weights)")
+        )
