@@ -57,8 +57,7 @@ def files() -> dict[str, tuple[str, bytes]]:
         "jpeg-baseline-1024": ("a.dcm", make_dicom(8, shape=(1024, 1024), transfer_syntax=JPEGBaseline8Bit)),
         "uncompressed-12bit-2500x2048": ("b.dcm", make_dicom(9, shape=(2500, 2048), bits=12)),
         "png-1024": ("c.png", make_png(10, shape=(1024, 1024))),
-        "j2k-12bit-2500x2048": ("d.dcm", make_dicom(11, shape=(2500, 2048), bits=12,
-                                                    transfer_syntax=JPEG2000Lossless)),
+        "j2k-12bit-2500x2048": ("d.dcm", make_dicom(11, shape=(2500, 2048), bits=12, transfer_syntax=JPEG2000Lossless)),
     }
 
 
@@ -93,13 +92,28 @@ class Site:
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = workdir / "bench.sqlite3"
         env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
-        env.update(PORT=str(self.port), PNEUMO_DEMO_PASSWORD=PASSWORD, DATABASE_URL=f"sqlite:///{self.db}",
-                   MEDIA_ROOT=str(workdir / "media"), PNEUMO_WORKER_CONCURRENCY=str(concurrency),
-                   PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY="bench-" + "k" * 50,
-                   ALLOWED_HOSTS="127.0.0.1,localhost", PNEUMO_HTTPS="0", LOG_LEVEL="WARNING")
+        env.update(
+            PORT=str(self.port),
+            PNEUMO_DEMO_PASSWORD=PASSWORD,
+            DATABASE_URL=f"sqlite:///{self.db}",
+            MEDIA_ROOT=str(workdir / "media"),
+            PNEUMO_WORKER_CONCURRENCY=str(concurrency),
+            PYTHONUNBUFFERED="1",
+            DEBUG="0",
+            SECRET_KEY="bench-" + "k" * 50,
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            PNEUMO_HTTPS="0",
+            LOG_LEVEL="WARNING",
+        )
         self.env = env
-        self.process = subprocess.Popen([sys.executable, "scripts/run.py"], cwd=ROOT, env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "scripts/run.py"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.output = ""
         while "Press Ctrl-C" not in self.output:
             line = self.process.stdout.readline()
@@ -115,9 +129,11 @@ class Site:
     def session(self, username: str) -> requests.Session:
         session = requests.Session()
         session.get(f"{self.base}/accounts/login/")
-        session.post(f"{self.base}/accounts/login/", headers={"Referer": self.base},
-                     data={"username": username, "password": PASSWORD,
-                           "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+        session.post(
+            f"{self.base}/accounts/login/",
+            headers={"Referer": self.base},
+            data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        )
         session.headers.update({"X-CSRFToken": session.cookies["csrftoken"], "Referer": self.base})
         return session
 
@@ -133,8 +149,9 @@ class Site:
         deadline = time.monotonic() + timeout
         with sqlite3.connect(self.db, timeout=30) as connection:
             while time.monotonic() < deadline:
-                row = connection.execute("SELECT finished_at, status FROM inference_prediction WHERE image_id = ?",
-                                         (image_id,)).fetchone()
+                row = connection.execute(
+                    "SELECT finished_at, status FROM inference_prediction WHERE image_id = ?", (image_id,)
+                ).fetchone()
                 if row and row[1] in ("succeeded", "failed"):
                     return datetime.fromisoformat(row[0]).timestamp()
                 time.sleep(0.01)
@@ -172,8 +189,10 @@ def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
 
     cores = os.cpu_count() or 1
     started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-             for _ in range(cores)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for _ in range(cores)
+    ]
     share = [payloads[i::cores] for i in range(cores)]
     for proc, part in zip(procs, share, strict=True):
         proc.stdin.write(pickle.dumps(part))
@@ -190,8 +209,9 @@ def _standalone(payloads: list[tuple[str, bytes]]) -> float:
     from inference.classifier import HEATMAP_SCALES, LiteRTClassifier
 
     model_dir = Path(sorted(glob.glob(str(ROOT / "var" / "models" / "*")))[0])
-    classifier = LiteRTClassifier(model_dir / "model.tflite", model_dir / "head.npz",
-                                  heatmap_scale=next(iter(HEATMAP_SCALES.values()))).load()
+    classifier = LiteRTClassifier(
+        model_dir / "model.tflite", model_dir / "head.npz", heatmap_scale=next(iter(HEATMAP_SCALES.values()))
+    ).load()
     started = time.perf_counter()
     for name, data in payloads:
         image = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000).model_image
@@ -237,22 +257,48 @@ def bench_cold_start(site: Site) -> float:
     env["PNEUMO_QUEUE"] = queue
     name, data = files()["jpeg-baseline-1024"]
     # Publish to a queue nobody consumes yet, then start a worker on it.
-    code = ("import django,os,sys; sys.path.insert(0,'.'); os.environ.setdefault('DJANGO_SETTINGS_MODULE',"
-            "'pneumo.settings'); django.setup(); from inference.services import predictions_enqueue;"
-            "predictions_enqueue(prediction_ids=[int(sys.argv[1])])")
+    code = (
+        "import django,os,sys; sys.path.insert(0,'.'); os.environ.setdefault('DJANGO_SETTINGS_MODULE',"
+        "'pneumo.settings'); django.setup(); from inference.services import predictions_enqueue;"
+        "predictions_enqueue(prediction_ids=[int(sys.argv[1])])"
+    )
     image_id = site.upload(session, name, fresh_copy(name, data))
     site.finished_at(image_id)
     with sqlite3.connect(site.db) as connection:
-        connection.execute("UPDATE inference_prediction SET status='pending', attempts=0, finished_at=NULL, "
-                           "lease_until=NULL WHERE image_id=?", (image_id,))
-        prediction_id = connection.execute("SELECT id FROM inference_prediction WHERE image_id=?",
-                                           (image_id,)).fetchone()[0]
+        connection.execute(
+            "UPDATE inference_prediction SET status='pending', attempts=0, finished_at=NULL, "
+            "lease_until=NULL WHERE image_id=?",
+            (image_id,),
+        )
+        prediction_id = connection.execute(
+            "SELECT id FROM inference_prediction WHERE image_id=?", (image_id,)
+        ).fetchone()[0]
     subprocess.run([sys.executable, "-c", code, str(prediction_id)], cwd=ROOT, env=env, check=True)
     started = time.time()
-    worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "pneumo", "worker", "-Q", queue,
-                               "--concurrency", "1", "--without-mingle", "--without-gossip", "--without-heartbeat",
-                               "--hostname", "cold@%h", "--loglevel", "WARNING"], cwd=ROOT, env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "pneumo",
+            "worker",
+            "-Q",
+            queue,
+            "--concurrency",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "--hostname",
+            "cold@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         return site.finished_at(image_id) - started
     finally:
@@ -309,11 +355,15 @@ def main() -> None:
             site.stop()
     print("\n| figure | measured | goal | met |\n|---|---|---|---|")
     for kind, median, p95, (goal_median, goal_p95) in latency:
-        print(f"| upload to result, {kind}, median | {median:.3f} s | <= {goal_median} s | "
-              f"{'yes' if median <= goal_median else 'NO'} |")
+        print(
+            f"| upload to result, {kind}, median | {median:.3f} s | <= {goal_median} s | "
+            f"{'yes' if median <= goal_median else 'NO'} |"
+        )
         if goal_p95:
-            print(f"| upload to result, {kind}, p95 | {p95:.3f} s | <= {goal_p95} s | "
-                  f"{'yes' if p95 <= goal_p95 else 'NO'} |")
+            print(
+                f"| upload to result, {kind}, p95 | {p95:.3f} s | <= {goal_p95} s | "
+                f"{'yes' if p95 <= goal_p95 else 'NO'} |"
+            )
     ratio = app_rate / alone
     print(f"| studies/s through the app ({args.concurrency} worker processes) | {app_rate:.2f} | | |")
     print(f"| studies/s decode+preprocess+inference alone ({os.cpu_count()} processes) | {alone:.2f} | | |")
@@ -321,12 +371,18 @@ def main() -> None:
     for key, goal in (("health", 0.020), ("worklist", 0.150)):
         values = during[key]
         p95 = pct(values, 95) if values else float("nan")
-        print(f"| /{key}/ p95 while workers are saturated (n={len(values)}) | {p95 * 1000:.1f} ms | "
-              f"<= {goal * 1000:.0f} ms | {'yes' if p95 <= goal else 'NO'} |")
-    print(f"| cold start: new pool process (fork, model load, first result) | {child:.2f} s | < 1 s | "
-          f"{'yes' if child < 1 else 'NO'} |")
-    print(f"| cold start: whole new `celery worker` command to first result | {cold:.2f} s | < 1 s | "
-          f"{'yes' if cold < 1 else 'NO'} |")
+        print(
+            f"| /{key}/ p95 while workers are saturated (n={len(values)}) | {p95 * 1000:.1f} ms | "
+            f"<= {goal * 1000:.0f} ms | {'yes' if p95 <= goal else 'NO'} |"
+        )
+    print(
+        f"| cold start: new pool process (fork, model load, first result) | {child:.2f} s | < 1 s | "
+        f"{'yes' if child < 1 else 'NO'} |"
+    )
+    print(
+        f"| cold start: whole new `celery worker` command to first result | {cold:.2f} s | < 1 s | "
+        f"{'yes' if cold < 1 else 'NO'} |"
+    )
 
 
 if __name__ == "__main__":

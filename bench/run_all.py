@@ -23,8 +23,13 @@ SCRIPTS = [
     ("Worklist with 10,000 studies", ["bench/worklist.py", "--requests", "50"]),
     ("End to end through the running site (gunicorn, Celery, Redis)", ["bench/e2e.py", "--runs", "50"]),
 ]
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "PNEUMO_INFERENCE_THREADS",
-                    "PNEUMO_WORKER_CONCURRENCY")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "PNEUMO_INFERENCE_THREADS",
+    "PNEUMO_WORKER_CONCURRENCY",
+)
 
 
 def cpu_model() -> str:
@@ -39,9 +44,11 @@ def cpu_model() -> str:
 
 def header() -> str:
     threads = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in THREAD_VARIABLES)
-    return (f"# Pneumo benchmarks\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `make bench`.\n\n"
-            f"- CPU: {cpu_model()}, {os.cpu_count()} cores\n- Python {platform.python_version()}\n"
-            f"- Thread settings: {threads}\n")
+    return (
+        f"# Pneumo benchmarks\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `make bench`.\n\n"
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores\n- Python {platform.python_version()}\n"
+        f"- Thread settings: {threads}\n"
+    )
 
 
 def run(title: str, argv: list[str]) -> str:

@@ -309,8 +309,9 @@ def test_it_skips_rendering_rows_that_did_not_change(client, rad, waiting) -> No
     assert changed["fp"] != first["fp"] and "In review" in changed["html"]
 
 
-def test_it_changes_the_version_token_when_a_study_at_the_site_changes(client, waiting, rad, north_site,
-                                                                        make_study) -> None:
+def test_it_changes_the_version_token_when_a_study_at_the_site_changes(
+    client, waiting, rad, north_site, make_study
+) -> None:
     study = waiting(Priority.STAT, 0.2)
     client.force_login(rad)
     url = "/worklist/version/"
@@ -323,7 +324,9 @@ def test_it_changes_the_version_token_when_a_study_at_the_site_changes(client, w
     assert client.get(url, HTTP_X_PNEUMO_BACKGROUND="1").json()["version"] != first
 
 
-def test_it_answers_the_version_check_with_a_handful_of_queries(client, waiting, rad, django_assert_max_num_queries) -> None:
+def test_it_answers_the_version_check_with_a_handful_of_queries(
+    client, waiting, rad, django_assert_max_num_queries
+) -> None:
     client.force_login(rad)
     client.get("/worklist/version/", HTTP_X_PNEUMO_BACKGROUND="1")
     with django_assert_max_num_queries(5):  # session, user, groups, sites, the aggregate

@@ -64,6 +64,21 @@ def test_it_calibrates_overconfident_logits_with_a_temperature() -> None:
     assert after < before / 2
 
 
+def test_it_writes_a_logistic_regression_exactly_into_the_head_shape() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 0.5, (300, 2048)).astype(np.float32)
+    y = (x[:, :10].sum(axis=1) + rng.normal(0, 1, 300) > 20).astype(int)
+    scaler = StandardScaler().fit(x)
+    lr = LogisticRegression(C=0.01, max_iter=2000).fit(scaler.transform(x), y)
+    weights = training.logistic_regression_as_head(lr.coef_[0], lr.intercept_[0], scaler)
+    assert weights["dense/0"].shape == (2048, 128) and weights["dense_1/0"].shape == (128, 2)
+    served = training.probabilities(training.head_logits_numpy(weights, x))
+    assert np.abs(served - lr.predict_proba(scaler.transform(x))[:, 1]).max() < 2e-3  # float16 weights
+
+
 def _tiny_data_set(root: Path) -> Path:
     """The 16 packaged samples re-encoded as PNG: new bytes, so the split may use them."""
     for path, label in packaged_sample_images():
