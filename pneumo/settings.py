@@ -190,6 +190,14 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# S3-compatible object storage through django-storages, when PNEUMO_STORAGE_BACKEND names it.
+AWS_STORAGE_BUCKET_NAME = envstr("AWS_STORAGE_BUCKET_NAME")
+AWS_S3_ENDPOINT_URL = envstr("AWS_S3_ENDPOINT_URL") or None
+AWS_S3_REGION_NAME = envstr("AWS_S3_REGION_NAME") or None
+AWS_ACCESS_KEY_ID = envstr("AWS_ACCESS_KEY_ID") or None
+AWS_SECRET_ACCESS_KEY = envstr("AWS_SECRET_ACCESS_KEY") or None
+AWS_DEFAULT_ACL = None  # private objects: downloads go through the app's access checks
+AWS_S3_FILE_OVERWRITE = False
 PNEUMO_SENDFILE_HEADER = envstr("PNEUMO_SENDFILE_HEADER", "")  # "X-Accel-Redirect" behind nginx
 PNEUMO_SENDFILE_PREFIX = envstr("PNEUMO_SENDFILE_PREFIX", "/protected-media/")
 PNEUMO_MAX_UPLOAD_BYTES = envint("PNEUMO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)

@@ -79,3 +79,27 @@ def test_it_reads_secrets_from_files(tmp_path) -> None:
     secret.write_text("from-a-file-" + "s" * 50 + "\n")
     s = _settings({"DEBUG": "0", "SECRET_KEY_FILE": str(secret), "ALLOWED_HOSTS": "x"})
     assert s["secret"] == "from-a-file-" + "s" * 50
+
+
+def test_it_swaps_local_files_for_an_s3_bucket_by_configuration_alone() -> None:
+    probe = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'pneumo.settings'); django.setup();"
+        "from django.core.files.storage import default_storage as s;"
+        "print(type(s._wrapped if hasattr(s, '_wrapped') else s).__name__, s.bucket_name, s.endpoint_url)"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEBUG": "1",
+        "PNEUMO_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+        "AWS_STORAGE_BUCKET_NAME": "pneumo-studies",
+        "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", f"{probe}; s._setup(); print(type(s._wrapped).__name__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(django_settings.BASE_DIR),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pneumo-studies http://127.0.0.1:9000" in out.stdout and "S3Storage" in out.stdout
