@@ -13,7 +13,7 @@ from PIL import Image
 from inference import trained, training
 from inference.model_package import packaged_model_path, packaged_sample_images, sha256_file
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception-ft-v1"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception-cal-v1"
 
 
 def _examples(n_normal: int, n_pneumonia: int) -> list[training.Example]:

@@ -175,10 +175,6 @@ def test_it_keeps_the_patient_out_of_logs_broker_and_task_messages(
         request_started.disconnect(on_request)
     snapshots.append(redis_dump())
     out, err = capfd.readouterr()
-    with capfd.disabled():
-        for snap in snapshots:
-            print({k: v[:300] for k, v in snap.items()})
-        print(published[:1]); print(environs[0].get("PATH_INFO"), len(environs)); print(len(caplog.records), len(celery_worker.log()))
 
     # Then nothing outside the database names the patient
     assert Prediction.objects.filter(status="succeeded").count() == 2

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("data_dir", type=Path)
         parser.add_argument("--out", type=Path, required=True)
-        parser.add_argument("--name", default="pneumo-xception-ft-v1")
+        parser.add_argument("--name", default="pneumo-xception-cal-v1")
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--val-fraction", type=float, default=0.2)
         parser.add_argument("--epochs", type=int, default=40, help="head-only epochs (early stopping)")
