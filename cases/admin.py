@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from cases import services
 from cases.audit import audit_record
+from cases.audit_export import audit_export_action
 from cases.models import AuditEvent, Image, Patient, Review, Site, Study, User
 
 
@@ -191,6 +192,7 @@ class ReviewAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
+    actions = [audit_export_action]
     list_display = ("created_at", "username", "action", "object_type", "object_id", "site", "ip_address")
     list_filter = ("action", "site", "object_type")
     search_fields = ("username", "object_id", "action")

@@ -83,7 +83,7 @@ class IngestReport:
         return any(f.status != REFUSED for f in self.files)
 
 
-def _expand(incoming: IncomingFile) -> Iterator[IncomingFile]:
+def _expand(incoming: IncomingFile) -> Iterator[IncomingFile | FileOutcome]:
     """A zip (such as a PACS export) yields its members; anything else itself."""
     if not incoming.data.startswith(b"PK\x03\x04"):
         yield incoming
@@ -100,15 +100,21 @@ def _expand(incoming: IncomingFile) -> Iterator[IncomingFile]:
         yield from _zip_member(archive, member, incoming.name)
 
 
-def _zip_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, zip_name: str) -> Iterator[IncomingFile]:
+def _zip_member(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, zip_name: str
+) -> Iterator[IncomingFile | FileOutcome]:
     name = f"{zip_name}/{member.filename}"
     base = member.filename.rsplit("/", 1)[-1]
     if base.startswith(".") or base.upper() == "DICOMDIR":
         return  # index files and OS litter, not images
-    too_big = member.file_size > settings.PNEUMO_MAX_UPLOAD_BYTES
-    bomb = member.compress_size and member.file_size / member.compress_size > ZIP_MAX_RATIO
-    if too_big or bomb:
-        yield IncomingFile(name, b"")  # refused below with the size message
+    if member.file_size > settings.PNEUMO_MAX_UPLOAD_BYTES:
+        limit_mb = settings.PNEUMO_MAX_UPLOAD_BYTES >> 20
+        yield FileOutcome(name, REFUSED, f"The file in the zip is larger than the {limit_mb} MB limit")
+        return
+    if member.compress_size and member.file_size / member.compress_size > ZIP_MAX_RATIO:
+        yield FileOutcome(
+            name, REFUSED, f"The file in the zip expands over {ZIP_MAX_RATIO}-fold: a zip bomb, not an X-ray export"
+        )
         return
     try:
         yield IncomingFile(name, archive.read(member))
@@ -147,6 +153,27 @@ class Identity:
     description: str
 
 
+_MAX_IDENTIFIER = 64  # PatientID (LO) and UIDs (UI) by the standard, and their columns
+
+
+def _identifiers_fit(meta) -> None:
+    """An identifier cut short could name another patient or image: refuse instead."""
+    for label, value in (
+        ("patient ID (PatientID)", meta.patient_id),
+        ("StudyInstanceUID", meta.study_instance_uid),
+        ("SeriesInstanceUID", meta.series_instance_uid),
+        ("SOPInstanceUID", meta.sop_instance_uid),
+    ):
+        if value and len(value.strip()) > _MAX_IDENTIFIER:
+            raise Refused(f"The DICOM file's {label} is longer than {_MAX_IDENTIFIER} characters: not valid DICOM")
+
+
+def _fit(model: type, fields: dict) -> dict:
+    """Text cut to its column's length: a non-conforming tag must not fail the database write."""
+    limits = {f.name: f.max_length for f in model._meta.concrete_fields if getattr(f, "max_length", None)}
+    return {k: v[: limits[k]] if isinstance(v, str) and k in limits else v for k, v in fields.items()}
+
+
 def _sex(value: str | None) -> str:
     value = (value or "").strip().upper()[:1]
     return value if value in {"F", "M", "O"} else ""
@@ -161,18 +188,19 @@ def _identity(
             raise Refused("The DICOM file has no patient ID (PatientID)")
         if not meta.study_instance_uid or not meta.sop_instance_uid:
             raise Refused("The DICOM file lacks its StudyInstanceUID or SOPInstanceUID")
+        _identifiers_fit(meta)
         return Identity(
             patient_id=meta.patient_id.strip(),
-            name=meta.patient_name or "",
+            name=(meta.patient_name or "")[:200],
             birth_date=meta.birth_date,
             sex=_sex(meta.sex),
             age_years=meta.age_years,
             study_uid=meta.study_instance_uid,
             sop_uid=meta.sop_instance_uid,
             series_uid=meta.series_instance_uid or "",
-            accession_number=meta.accession_number or "",
+            accession_number=(meta.accession_number or "")[:64],
             study_date=meta.study_date,
-            description=meta.study_description or "",
+            description=(meta.study_description or "")[:200],
         )
     if manual is None or not manual.patient_id.strip():
         raise Refused("PNG and JPEG files carry no patient details: enter at least the patient ID")
@@ -377,7 +405,7 @@ def _rows_create(item, batch, decoded, ident, eligibility, stored_name: str, dat
             sha256=hashlib.sha256(data).hexdigest(),
             size_bytes=len(data),
             uploaded_by=batch.user,
-            **_image_fields(decoded, ident, eligibility),
+            **_fit(Image, _image_fields(decoded, ident, eligibility)),
         )
         audit_record(
             action="upload",

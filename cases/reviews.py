@@ -44,7 +44,9 @@ def _locked_study(study_id: int, user: User) -> Study:
     """The study, row-locked, if the user may read it (404 otherwise, as everywhere)."""
     from django.shortcuts import get_object_or_404
 
-    return get_object_or_404(studies_for_user(user=user).select_for_update(of=("self",)), pk=study_id)
+    # No joins under the lock: after waiting for it, PostgreSQL re-reads the locked row but not the joined
+    # ones, so a select_related claimed_by would be the stale NULL of before the other claim.
+    return get_object_or_404(studies_for_user(user=user).select_related(None).select_for_update(), pk=study_id)
 
 
 def _require_radiologist(user: User) -> None:
@@ -101,7 +103,9 @@ def _claim_clear(study: Study) -> None:
 
 
 def study_release(*, study_id: int, user: User, request: HttpRequest | None = None) -> Study:
-    """Give a claimed study back to the worklist (cancel)."""
+    """Give a claimed study back to the worklist (cancel): its reader, or an admin."""
+    if not (user_can_review(user=user) or user.is_staff):
+        raise ReviewError("Only radiologists and admins can release a study.", "forbidden")
     with transaction.atomic():
         study = _locked_study(study_id, user)
         if study.status != S.IN_REVIEW:

@@ -23,6 +23,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
+from cases.audit import audit_record
 from cases.imaging import DecodeError, decode
 from cases.models import Eligibility, Image, Study
 from cases.services import study_transition
@@ -209,6 +210,13 @@ def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
         )
         if updated:
             study_ai_refresh(study_id=prediction.image.study_id)
+            audit_record(
+                action="prediction",
+                obj=prediction,
+                site=prediction.image.site,
+                model_version=prediction.model_version_id,
+                status=P.SUCCEEDED,
+            )
 
 
 def prediction_attempt_failed(*, prediction_id: int, error: str) -> bool:
@@ -226,6 +234,10 @@ def prediction_attempt_failed(*, prediction_id: int, error: str) -> bool:
         prediction.finished_at = None if retry else now
         prediction.save(update_fields=["error", "lease_until", "lease_owner", "status", "finished_at"])
         study_ai_refresh(study_id=prediction.image.study_id)
+        if not retry:
+            audit_record(
+                action="prediction_failed", obj=prediction, site=prediction.image.site, attempts=prediction.attempts
+            )
     return retry
 
 

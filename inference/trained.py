@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def model_rebuild(base_path: Path, weights_path: Path, out_path: Path) -> Path:
         raw_path = Path(tmp) / "model.keras"
         model.save(raw_path)
         data = _normalise_keras_zip(raw_path.read_bytes())
-    partial = out_path.with_suffix(".partial")
+    # Per-process name: two processes preparing at once each write their own, then replace atomically.
+    partial = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial")
     partial.write_bytes(data)
     partial.replace(out_path)
     return out_path

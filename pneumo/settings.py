@@ -148,6 +148,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": envint("PNEUMO_VISIBILITY_TIMEOUT", 3600),
 }
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Keep Django's logging (and its patient-data scrubbing filter) in worker processes.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Loading LiteRT takes milliseconds, but a first hash check of a model file
 # can take a second or two on a cold disk.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 30

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from cases import audit_export
 from cases import views as case_views
 
 admin.site.site_header = "Pneumo administration"
@@ -18,6 +19,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("audit/export.csv", audit_export.audit_export_csv, name="audit_export_csv"),
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
     path("", include("cases.urls")),

@@ -28,7 +28,8 @@ def decode(data: bytes, *, filename: str, max_bytes: int, max_pixels: int) -> De
         raise DecodeOutOfMemory("The image is too large to decode within the memory limit") from exc
     except Exception as exc:
         # A decoder library tripping over hostile bytes is a damaged file to the user, a bug report to us.
-        logger.warning("unexpected decoder failure on %r", filename, exc_info=True)
+        # The file name is left out: hospital file names often carry the patient's name.
+        logger.warning("unexpected decoder failure (%s)", type(exc).__name__, exc_info=True)
         raise CorruptImage("The image is damaged and could not be decoded") from exc
 
 

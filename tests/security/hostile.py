@@ -404,7 +404,7 @@ def _bombs() -> list[Hostile]:
     return [
         Hostile("png-bomb-30000.png", png_bomb(), REFUSED, "bomb", r"exceed|limit", raster=True),
         Hostile("deflated-dicom-bomb.dcm", _deflated_dicom_bomb(), REFUSED, "bomb", "expands beyond"),
-        Hostile("zip-bomb.zip", zip_bomb(), REFUSED, "bomb", r"bomb|limit|large", known_bug=ZIP_REASON_BUG),
+        Hostile("zip-bomb.zip", zip_bomb(), REFUSED, "bomb", r"bomb|limit|large"),
     ]
 
 
@@ -423,7 +423,6 @@ def _zips() -> list[Hostile]:
             REFUSED,
             "zip",
             r"limit|large",
-            known_bug=ZIP_REASON_BUG,
         ),
     ]
 
@@ -525,7 +524,6 @@ def _overlong() -> list[Hostile]:
             REFUSED,
             "overlong",
             r"patient ?id",
-            known_bug=OVERLONG_BUG,
         ),
         Hostile(
             "overlong-sop-uid.dcm",
@@ -533,15 +531,13 @@ def _overlong() -> list[Hostile]:
             REFUSED,
             "overlong",
             "UID",
-            known_bug=OVERLONG_BUG,
         ),
-        Hostile("overlong-view-position.dcm", _dicom(42, view="V" * 40), STORED, "overlong", known_bug=OVERLONG_BUG),
+        Hostile("overlong-view-position.dcm", _dicom(42, view="V" * 40), STORED, "overlong"),
         Hostile(
             "overlong-description.dcm",
             _dicom(43, study_description="D" * 300),
             STORED,
             "overlong",
-            known_bug=OVERLONG_BUG,
         ),
     ]
 

@@ -9,7 +9,6 @@ payloads in DICOM text tags are stored and shown escaped on every page.
 
 from __future__ import annotations
 
-import io
 import re
 import resource
 import time
@@ -20,6 +19,7 @@ from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import models
+from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
@@ -97,14 +97,9 @@ def check_stored_rows(image: Image) -> None:
             assert handle.read(132) == bytes(128) + b"DICM"
 
 
-def upload_page(client: Client, *entries: Hostile):
+def upload_page(client: Client, *entries: Hostile) -> HttpResponse:
     uploads = [SimpleUploadedFile(entry.name, entry.data) for entry in entries]
     return client.post(reverse("upload_files"), {"files": uploads, "priority": "routine", "patient_id": TYPED_PATIENT})
-
-
-def _case(entry: Hostile):
-    marks = [pytest.mark.xfail(reason=entry.known_bug, strict=True)] if entry.known_bug else []
-    return pytest.param(entry, marks=marks, id=entry.name)
 
 
 # --- The corpus itself ----------------------------------------------------------------------------------
@@ -176,7 +171,14 @@ def test_it_answers_each_hostile_file_on_the_upload_page(ready, tech, media) -> 
     assert peak_rss_mb() - rss_before < RSS_GROWTH_MB
 
 
-@pytest.mark.parametrize("entry", [_case(entry) for entry in corpus() if entry.known_bug])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(entry, marks=pytest.mark.xfail(reason=entry.known_bug, strict=True), id=entry.name)
+        for entry in corpus()
+        if entry.known_bug
+    ],
+)
 def test_it_answers_files_that_today_meet_a_known_bug(entry: Hostile, ready, tech, media) -> None:
     client = Client(raise_request_exception=False)
     client.force_login(tech)
@@ -280,7 +282,7 @@ def test_it_imports_a_folder_of_the_corpus(ready, media, tmp_path, capsys) -> No
             assert "patient ID" in outcome["reason"]
         outcomes.append(outcome)
     check_invariant(media, outcomes)
-    assert elapsed < FILE_SECONDS * len(entries) / 4
+    assert elapsed < len(entries) * 1.0, f"{elapsed:.1f} s for {len(entries)} files"
 
 
 def test_it_writes_nothing_outside_the_media_folder_for_a_zip_with_traversal_names(ready, tech, media, tmp_path):
@@ -361,4 +363,4 @@ def test_it_serves_a_stored_hostile_file_only_as_an_attachment(ready, tech) -> N
     assert response["Content-Disposition"].startswith("attachment")
     assert response["X-Content-Type-Options"] == "nosniff" and response["Content-Type"] == "application/dicom"
     assert body[:132] == bytes(128) + b"DICM" and b"<script>" not in body
-    assert io.BytesIO(body).getbuffer().nbytes == Image.objects.get().size_bytes
+    assert len(body) == Image.objects.get().size_bytes

@@ -35,7 +35,7 @@ ADMIN_INTERNAL = {"index", "login", "logout", "password_change", "password_chang
 ADMIN_INTERNAL_ROUTES = {"admin/r/<path:content_type_id>/<path:object_id>/", "admin/(?P<url>.*)$"}
 ADMIN_INTERNAL_ROUTES |= {"admin/^(?P<app_label>auth|axes|cases|inference)/$"}
 # Routes the lead is adding (see the report of issue 6): their rows wait here until the URL exists.
-PENDING = {("audit_export_csv", "get")}
+PENDING: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     # Touching a claim one does not hold is a conflict for everyone.
     ("study_claim_touch", "post"): {"anon": 302, "tech": 409, "rad": 409, "admin": 409},
     # The study is claimed by a colleague: only an admin may release it.
-    ("study_release", "post"): {"anon": 302, "tech": 409, "rad": 409, "admin": 200},
+    ("study_release", "post"): {"anon": 302, "tech": 403, "rad": 409, "admin": 200},
     # Only radiologists sign; an admin who is not one is refused.
     ("study_sign", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
     ("study_amend", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},

@@ -283,11 +283,6 @@ def console_output(records: list[logging.LogRecord]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cases/logging.py scrubs a record's message, not its traceback: an exception that names the patient "
-    "(e.g. a PostgreSQL IntegrityError's 'Key (site_id, patient_id)=(1, QX-774411)') reaches the log",
-)
 @pytest.mark.django_db
 def test_it_keeps_the_patient_out_of_the_log_of_a_server_error(settings, tech, patient_study, monkeypatch, caplog):
     settings.DEBUG = False
