@@ -171,24 +171,6 @@ def test_it_answers_each_hostile_file_on_the_upload_page(ready, tech, media) -> 
     assert peak_rss_mb() - rss_before < RSS_GROWTH_MB
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [
-        pytest.param(entry, marks=pytest.mark.xfail(reason=entry.known_bug, strict=True), id=entry.name)
-        for entry in corpus()
-        if entry.known_bug
-    ],
-)
-def test_it_answers_files_that_today_meet_a_known_bug(entry: Hostile, ready, tech, media) -> None:
-    client = Client(raise_request_exception=False)
-    client.force_login(tech)
-    outcome, problems = replay_one(client, entry)
-    assert not problems, problems
-    check_invariant(media, [outcome])
-    for image in Image.objects.select_related("study__patient"):
-        check_stored_rows(image)
-
-
 def test_it_answers_the_whole_corpus_as_one_batch_and_the_stored_files_again(ready, tech, media) -> None:
     # Given a technician, and the peak memory so far
     client = Client(raise_request_exception=False)
