@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cases import rendering, reviews, selectors
 from cases.audit import audit_record
-from cases.models import Finding, Image, OverruleReason, Priority, Study, User
+from cases.models import Finding, Image, OverruleReason, Priority, Review, Study, User
 from cases.reviews import ReadingInput, ReviewError
 from cases.states import REVIEWABLE, StudyStatus
 from cases.stats import daily_chart, dashboard_stats
@@ -331,10 +331,14 @@ def study_sign(request: HttpRequest, pk: int) -> HttpResponse:
         review = reviews.review_sign(study_id=study.pk, user=request.user, reading=reading, request=request)
     except ReviewError as error:
         return _reading_refused(request, study, error, reading)
+    return _signed(request, review, f"Signed: {review.get_finding_display()}. The study is reported.")
+
+
+def _signed(request: HttpRequest, review: Review, message: str) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"review_id": review.pk, "version": review.version, "agreement": review.agreement})
-    messages.success(request, f"Signed: {review.get_finding_display()}. The study is reported.")
-    return redirect("study_detail", pk=study.pk)
+    messages.success(request, message)
+    return redirect("study_detail", pk=review.study_id)
 
 
 @login_required
@@ -348,10 +352,7 @@ def study_amend(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except ReviewError as error:
         return _reading_refused(request, study, error, reading, amendment_reason=why)
-    if _wants_json(request):
-        return JsonResponse({"review_id": review.pk, "version": review.version, "agreement": review.agreement})
-    messages.success(request, f"Amendment signed (version {review.version}); earlier versions stay on record.")
-    return redirect("study_detail", pk=study.pk)
+    return _signed(request, review, f"Amendment signed (version {review.version}); earlier versions stay on record.")
 
 
 @login_required
