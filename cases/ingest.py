@@ -8,6 +8,7 @@ still leaves nine stored, and a refusal leaves no partial study or orphan file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -341,7 +342,7 @@ def _eligibility(decoded: DecodedImage, ident: Identity):
     version = active_model_version()
     meta = decoded.metadata
     if meta.age_years is None and ident.age_years is not None:
-        meta = type(meta)(**{**meta.__dict__, "age_years": ident.age_years})
+        meta = dataclasses.replace(meta, age_years=ident.age_years)
     return assess_eligibility(
         meta,
         intended_min_age=version.intended_min_age_years if version and version.intended_min_age_years else 1.0,

@@ -79,10 +79,9 @@ def predictions_request(*, study: Study, retry_failed: bool = False) -> list[Pre
         study_ai_refresh(study_id=study.pk, no_ai_reason="No active AI model")
         return []
     predictions = [_prediction_create(image, version) for image in _images_to_predict(study)]
-    if retry_failed:
-        failed = [p.pk for p in predictions if p.status == P.FAILED]
-        Prediction.objects.filter(pk__in=failed).update(status=P.PENDING, attempts=0, error="", lease_until=None)
-    to_queue = [p.pk for p in predictions if p.status in (P.PENDING,) or (retry_failed and p.status == P.FAILED)]
+    failed = [p.pk for p in predictions if p.status == P.FAILED] if retry_failed else []
+    Prediction.objects.filter(pk__in=failed).update(status=P.PENDING, attempts=0, error="", lease_until=None)
+    to_queue = [p.pk for p in predictions if p.status == P.PENDING] + failed
     study_ai_refresh(study_id=study.pk)
     if to_queue:
         transaction.on_commit(lambda: predictions_enqueue(prediction_ids=to_queue))
