@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -28,6 +29,9 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, zero_preamble
 from cases.models import Image, Patient, Priority, Site, Study, User
+
+if TYPE_CHECKING:
+    from inference.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -293,22 +297,26 @@ def _storage_name(decoded: DecodedImage, sha256: str) -> str:
     return f"studies/{timezone.now():%Y/%m}/{sha256[:2]}/{sha256}.{ext}"
 
 
-def _model_input(decoded: DecodedImage) -> tuple[bytes | None, str]:
-    """The model's input grid as a small PNG, for the worker (see classifier.reduce_to_input_grid)."""
+def _model_input(decoded: DecodedImage, version: ModelVersion | None) -> tuple[bytes | None, str]:
+    """The active model's input grid as a small PNG, for the worker (see classifier.reduce_to_input_grid).
+
+    Another model version (activated later) decodes the stored original again instead.
+    """
     from PIL import Image as PILImage
 
-    from inference.classifier import INPUT_SIZE, PREPROCESSING_VERSION, reduce_to_input_grid
+    from inference.classifier import PREPROCESSING_VERSION, preprocessing_get, reduce_to_input_grid
 
     if decoded.model_image is None:
         return None, ""
+    preprocessing = preprocessing_get(version.preprocessing_version if version else PREPROCESSING_VERSION)
     buffer = io.BytesIO()
-    PILImage.fromarray(reduce_to_input_grid(decoded.model_image, INPUT_SIZE)).save(buffer, format="PNG")
-    return buffer.getvalue(), PREPROCESSING_VERSION
+    PILImage.fromarray(reduce_to_input_grid(decoded.model_image, preprocessing)).save(buffer, format="PNG")
+    return buffer.getvalue(), preprocessing.name
 
 
-def _image_fields(decoded: DecodedImage, ident: Identity, eligibility) -> dict:
+def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: ModelVersion | None) -> dict:
     meta = decoded.metadata
-    model_input, model_input_version = _model_input(decoded)
+    model_input, model_input_version = _model_input(decoded, version)
     spacing = meta.pixel_spacing
     center, width = decoded.default_window or (None, None)
     return {
@@ -336,10 +344,7 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility) -> dict:
     }
 
 
-def _eligibility(decoded: DecodedImage, ident: Identity):
-    from inference.registry import active_model_version
-
-    version = active_model_version()
+def _eligibility(decoded: DecodedImage, ident: Identity, version: ModelVersion | None):
     meta = decoded.metadata
     if meta.age_years is None and ident.age_years is not None:
         meta = dataclasses.replace(meta, age_years=ident.age_years)
@@ -371,10 +376,14 @@ def _store_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     if duplicate is not None:
         return duplicate
     data = zero_preamble(item.data) if decoded.kind == "dicom" else item.data
-    eligibility = _eligibility(decoded, ident)
+    from inference.registry import active_model_version
+
+    version = active_model_version()
+    eligibility = _eligibility(decoded, ident, version)
+    fields = _image_fields(decoded, ident, eligibility, version)
     stored_name = default_storage.save(_storage_name(decoded, sha256), ContentFile(data))
     try:
-        return _rows_create(item, batch, decoded, ident, eligibility, stored_name, data)
+        return _rows_create(item, batch, decoded, ident, fields, stored_name, data)
     except IntegrityError:
         default_storage.delete(stored_name)
         # Another upload stored the same image at the same moment.
@@ -394,7 +403,7 @@ def _duplicate(item: IncomingFile, batch: _Batch, ident: Identity) -> FileOutcom
     return FileOutcome(item.name, DUPLICATE, "Already stored (same SOPInstanceUID)", existing.study_id, existing.pk)
 
 
-def _rows_create(item, batch, decoded, ident, eligibility, stored_name: str, data: bytes) -> FileOutcome:
+def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, data: bytes) -> FileOutcome:
     with transaction.atomic():
         patient = _patient(batch.site, ident)
         study = _study(batch.site, patient, ident, batch.priority, batch.user)
@@ -406,7 +415,7 @@ def _rows_create(item, batch, decoded, ident, eligibility, stored_name: str, dat
             sha256=hashlib.sha256(data).hexdigest(),
             size_bytes=len(data),
             uploaded_by=batch.user,
-            **_fit(Image, _image_fields(decoded, ident, eligibility)),
+            **_fit(Image, fields),
         )
         audit_record(
             action="upload",
@@ -415,9 +424,9 @@ def _rows_create(item, batch, decoded, ident, eligibility, stored_name: str, dat
             site=batch.site,
             request=batch.request,
             study_id=study.pk,
-            eligibility=eligibility.status,
+            eligibility=fields["ai_eligibility"],
         )
-    return FileOutcome(item.name, STORED, eligibility.reason, study.pk, image.pk)
+    return FileOutcome(item.name, STORED, fields["ai_eligibility_reason"], study.pk, image.pk)
 
 
 def _ingest_one(item: IncomingFile, batch: _Batch) -> FileOutcome:

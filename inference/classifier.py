@@ -23,10 +23,37 @@ if TYPE_CHECKING:
 
     from ai_edge_litert.interpreter import Interpreter
 
-# Bump whenever preprocess() changes: stored predictions record which one produced them.
-PREPROCESSING_VERSION = "rgb-nearest150-xception-v1"
-INPUT_SIZE = 150
-FEATURE_MAP_SHAPE = (5, 5, 2048)
+
+# Bump a preprocessing's name whenever what it computes changes: stored predictions record
+# which one produced them, and a model version names the one it was trained with.
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an 8-bit image becomes a model input: RGB, resized to ``size`` x ``size``, then ``x / 127.5 - 1``."""
+
+    name: str
+    size: int
+    resample: Image.Resampling
+
+
+# The packaged model's training pipeline (Keras load_img): RGB, then Pillow NEAREST to 150 px.
+NEAREST_150 = Preprocessing("rgb-nearest150-xception-v1", 150, Image.Resampling.NEAREST)
+# Pillow's default BICUBIC to 224 px: antialiased when shrinking, and exactly how the 224 px
+# training copies of the Kermany images were made from the originals.
+BICUBIC_224 = Preprocessing("rgb-bicubic224-xception-v1", 224, Image.Resampling.BICUBIC)
+PREPROCESSINGS = {p.name: p for p in (NEAREST_150, BICUBIC_224)}
+
+PREPROCESSING_VERSION = NEAREST_150.name  # the packaged model's
+INPUT_SIZE = NEAREST_150.size
+
+
+def preprocessing_get(name: str) -> Preprocessing:
+    try:
+        return PREPROCESSINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(PREPROCESSINGS)}") from None
+
+
+FEATURE_CHANNELS = 2048
 NUM_CLASSES = 2
 PNEUMONIA_INDEX = 1
 
@@ -58,16 +85,17 @@ def _to_rgb_pil(image: np.ndarray | Image.Image) -> Image.Image:
     raise ValueError(f"expected an HxW or HxWx3 image, got shape {array.shape}")
 
 
-def preprocess(image: np.ndarray | Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
+def preprocess(image: np.ndarray | Image.Image, preprocessing: Preprocessing = NEAREST_150) -> np.ndarray:
     """Return the float32 ``1 x size x size x 3`` model input for one image.
 
-    Reproduces training exactly (ImageDataGenerator.flow_from_dataframe): Keras'
-    ``load_img`` converts to RGB *then* resizes with Pillow NEAREST, then
+    For the packaged model this reproduces training exactly (ImageDataGenerator.flow_from_dataframe):
+    Keras' ``load_img`` converts to RGB *then* resizes with Pillow NEAREST, then
     ``xception.preprocess_input`` computes ``x / 127.5 - 1`` in float32, in place.
     """
+    size = preprocessing.size
     rgb = _to_rgb_pil(image)
     if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.NEAREST)
+        rgb = rgb.resize((size, size), preprocessing.resample)
     x = np.asarray(rgb, dtype=np.float32).copy()
     # Same two in-place float32 steps as Keras, so the result is bit-identical.
     x /= 127.5
@@ -75,19 +103,21 @@ def preprocess(image: np.ndarray | Image.Image, size: int = INPUT_SIZE) -> np.nd
     return x[np.newaxis]
 
 
-def reduce_to_input_grid(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+def reduce_to_input_grid(image: np.ndarray, preprocessing: Preprocessing = NEAREST_150) -> np.ndarray:
     """The uint8 image resized to the model's grid, so that ``preprocess`` of it equals ``preprocess`` of the original.
 
-    NEAREST picks the same source pixels whether a grey image is expanded to RGB
-    before or after resizing, so ingest can keep this small grid and the worker
-    skip decoding the original again. Only for this preprocessing version.
+    Pillow resamples each band of an 8-bit image with the same integer arithmetic, so a grey
+    image gives the same pixels whether it is expanded to RGB before or after resizing (NEAREST
+    and BICUBIC alike; a test checks it). Ingest can keep this small grid and the worker skip
+    decoding the original again.
     """
+    size = preprocessing.size
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 HxW or HxWx3 image, got {array.dtype} {array.shape}")
     pil = Image.fromarray(np.ascontiguousarray(array))
     if pil.size != (size, size):
-        pil = pil.resize((size, size), Image.Resampling.NEAREST)
+        pil = pil.resize((size, size), preprocessing.resample)
     return np.asarray(pil)
 
 
@@ -119,7 +149,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def raw_gradcam(feature_map: np.ndarray, head: Head) -> np.ndarray:
-    """Unscaled 5x5 Grad-CAM of the pneumonia log-odds w.r.t. the 5x5x2048 Xception feature map.
+    """Unscaled HxW Grad-CAM of the pneumonia log-odds w.r.t. the HxWx2048 Xception feature map.
+
+    H = W = 5 at 150 px input, 7 at 224 px.
 
     The target is log(p / (1 - p)) = logit[PNEUMONIA] - logit[NORMAL], the pneumonia
     probability on the log-odds scale, as in Grad-CAM's use of the pre-softmax class score.
@@ -129,16 +161,18 @@ def raw_gradcam(feature_map: np.ndarray, head: Head) -> np.ndarray:
     Exact backpropagation through GAP -> Dense(relu) -> Dense: the numbers a GradientTape
     gives, in ~0.15 ms, in float32 like the model.
     """
-    a = np.asarray(feature_map, dtype=np.float32).reshape(FEATURE_MAP_SHAPE)
+    a = np.asarray(feature_map, dtype=np.float32)
+    if a.ndim != 3 or a.shape[2] != FEATURE_CHANNELS:
+        raise ValueError(f"expected an HxWx{FEATURE_CHANNELS} feature map, got {a.shape}")
     pooled = a.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
     pre = pooled @ head.w1 + head.b1
     dp_dlogits = np.full(NUM_CLASSES, -1.0, dtype=np.float32)
     dp_dlogits[PNEUMONIA_INDEX] = 1.0
     dp_dhidden = (head.w2 @ dp_dlogits.astype(np.float32)) * (pre > 0.0)
     dp_dpooled = head.w1 @ dp_dhidden
-    # GAP spreads each channel's gradient evenly over the 25 cells, so the spatial mean of
-    # dp/dA (the Grad-CAM channel weight alpha_k) is dp/dpooled_k / 25.
-    alpha = dp_dpooled / np.float32(FEATURE_MAP_SHAPE[0] * FEATURE_MAP_SHAPE[1])
+    # GAP spreads each channel's gradient evenly over the H*W cells, so the spatial mean of
+    # dp/dA (the Grad-CAM channel weight alpha_k) is dp/dpooled_k / (H*W).
+    alpha = dp_dpooled / np.float32(a.shape[0] * a.shape[1])
     return np.maximum(a @ alpha, 0.0)
 
 
@@ -154,8 +188,8 @@ class Prediction:
 
     probability: float  # p(PNEUMONIA) = softmax(logits)[1]
     logits: tuple[float, float]  # [NORMAL, PNEUMONIA]
-    heatmap: np.ndarray | None  # 5x5 float32 in [0, 1], None when not requested
-    input_sha256: str  # sha256 of the preprocessed float32 1x150x150x3 input's C-order bytes
+    heatmap: np.ndarray | None  # HxW (5x5 or 7x7) float32 in [0, 1], None when not requested
+    input_sha256: str  # sha256 of the preprocessed float32 1xSxSx3 input's C-order bytes
     preprocess_ms: float
     inference_ms: float
     heatmap_ms: float
@@ -177,6 +211,7 @@ class LiteRTClassifier:
         *,
         heatmap_scale: float,
         num_threads: int = 1,
+        preprocessing: Preprocessing | str = NEAREST_150,
     ) -> None:
         if heatmap_scale <= 0:
             raise ValueError("heatmap_scale must be positive")
@@ -184,6 +219,7 @@ class LiteRTClassifier:
         self.head = Head.load(head_path)
         self.heatmap_scale = float(heatmap_scale)
         self.num_threads = num_threads
+        self.preprocessing = preprocessing_get(preprocessing) if isinstance(preprocessing, str) else preprocessing
         self._interpreter: Interpreter | None = None
         self._owner_pid: int | None = None
         self._batch_size = 0
@@ -207,7 +243,8 @@ class LiteRTClassifier:
 
     def _ensure_batch(self, interpreter: Interpreter, batch_size: int) -> None:
         if batch_size != self._batch_size:
-            shape = [batch_size, INPUT_SIZE, INPUT_SIZE, 3]
+            size = self.preprocessing.size
+            shape = [batch_size, size, size, 3]
             interpreter.resize_tensor_input(self._input["index"], shape, strict=True)
             interpreter.allocate_tensors()
             self._batch_size = batch_size
@@ -218,7 +255,7 @@ class LiteRTClassifier:
         return self
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run preprocessed ``N x 150 x 150 x 3`` input; return (feature maps, logits)."""
+        """Run preprocessed ``N x S x S x 3`` input; return (feature maps, logits)."""
         interpreter = self._get_interpreter()
         self._ensure_batch(interpreter, batch.shape[0])
         interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch, dtype=np.float32))
@@ -234,7 +271,7 @@ class LiteRTClassifier:
             return []
         n = len(images)
         t0 = time.perf_counter()
-        batch = np.concatenate([preprocess(image) for image in images])
+        batch = np.concatenate([preprocess(image, self.preprocessing) for image in images])
         t1 = time.perf_counter()
         feature_maps, logits = self.run(batch)
         t2 = time.perf_counter()
@@ -250,6 +287,7 @@ class LiteRTClassifier:
                 preprocess_ms=(t1 - t0) * 1000 / n,
                 inference_ms=(t2 - t1) * 1000 / n,
                 heatmap_ms=(t3 - t2) * 1000 / n,
+                preprocessing_version=self.preprocessing.name,
             )
             for i in range(n)
         ]

@@ -17,11 +17,12 @@ import numpy as np
 from PIL import Image
 
 from inference.classifier import (
-    FEATURE_MAP_SHAPE,
-    INPUT_SIZE,
+    FEATURE_CHANNELS,
+    NEAREST_150,
     PNEUMONIA_INDEX,
     Head,
     LiteRTClassifier,
+    Preprocessing,
     preprocess,
     raw_gradcam,
 )
@@ -68,8 +69,44 @@ def load_keras_model(path: str | os.PathLike[str]) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def input_size(model: keras.Model) -> int:
+    """The square input size a model was built for (150 for the packaged model)."""
+    _, height, width, _ = model.inputs[0].shape
+    if height != width or height is None:
+        raise ValueError(f"expected a square input of fixed size, got {model.inputs[0].shape}")
+    return int(height)
+
+
+def model_at_size(model: keras.Model, size: int) -> keras.Model:
+    """The same model, same layer names and weights, built for ``size`` x ``size`` input.
+
+    Xception is fully convolutional and the head sits after global average pooling, so
+    every weight fits any input size; only the input layers' declared shapes change.
+    """
+    import keras
+
+    if input_size(model) == size:
+        return model
+
+    def resized(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "InputLayer":
+                node["config"]["batch_shape"] = [None, size, size, 3]
+            for value in node.values():
+                resized(value)
+        elif isinstance(node, list):
+            for value in node:
+                resized(value)
+
+    config = model.get_config()
+    resized(config)
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def build_two_output_model(model: keras.Model) -> keras.Model:
-    """Same weights, outputs ``(Xception 5x5x2048 feature map, logits)``.
+    """Same weights, outputs ``(Xception HxWx2048 feature map, logits)``.
 
     The head is re-applied on a fresh input rather than read from
     ``model.get_layer(...).output``: the Xception base is a nested Functional
@@ -77,7 +114,8 @@ def build_two_output_model(model: keras.Model) -> keras.Model:
     """
     import keras
 
-    inputs = keras.Input(shape=(INPUT_SIZE, INPUT_SIZE, 3), name="image")
+    size = input_size(model)
+    inputs = keras.Input(shape=(size, size, 3), name="image")
     feature_map = model.get_layer(BASE_LAYER)(inputs)
     # The saved base declares its outputs as a one-element list; unwrap it for the head layers.
     if isinstance(feature_map, (list, tuple)):
@@ -95,7 +133,7 @@ def build_two_output_model(model: keras.Model) -> keras.Model:
 def extract_head(model: keras.Model) -> dict[str, np.ndarray]:
     w1, b1 = model.get_layer(HIDDEN_LAYER).get_weights()
     w2, b2 = model.get_layer(LOGITS_LAYER).get_weights()
-    if w1.shape != (FEATURE_MAP_SHAPE[2], w2.shape[0]) or w2.shape[1] != 2:
+    if w1.shape != (FEATURE_CHANNELS, w2.shape[0]) or w2.shape[1] != 2:
         raise ValueError(f"unexpected head shapes {w1.shape}, {w2.shape}")
     return {"W1": w1, "b1": b1, "W2": w2, "b2": b2}
 
@@ -112,7 +150,8 @@ def convert_to_litert(keras_path: str | os.PathLike[str], out_dir: str | os.Path
     with tempfile.TemporaryDirectory() as tmp:
         saved_model = Path(tmp) / "saved_model"
         # A None batch dimension keeps resize_tensor_input() usable for batched serving.
-        signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name="image")]
+        size = input_size(model)
+        signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name="image")]
         two_output.export(str(saved_model), format="tf_saved_model", verbose=False, input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         # No optimizations: float32 weights and activations, nothing quantized.
@@ -151,17 +190,19 @@ def parity_check(
     tflite_path: str | os.PathLike[str],
     head_path: str | os.PathLike[str],
     images: Sequence[np.ndarray | Image.Image],
+    preprocessing: Preprocessing = NEAREST_150,
 ) -> float:
     """Max |p_keras - p_litert| over ``images``; the release gate is 1e-4."""
-    batch = np.concatenate([preprocess(image) for image in images])
+    batch = np.concatenate([preprocess(image, preprocessing) for image in images])
     expected = keras_probabilities(load_keras_model(keras_path), batch)
     # heatmap_scale is irrelevant here; any positive value will do.
-    served = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0).predict_batch(images, heatmap=False)
+    served = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0, preprocessing=preprocessing)
+    served = served.predict_batch(images, heatmap=False)
     return float(np.max(np.abs(expected - np.array([p.probability for p in served]))))
 
 
 def gradient_tape_gradcam(model: keras.Model, batch: np.ndarray) -> np.ndarray:
-    """Reference Grad-CAM (N x 5 x 5, unscaled) of the pneumonia log-odds w.r.t. the Xception feature map.
+    """Reference Grad-CAM (N x H x W, unscaled) of the pneumonia log-odds w.r.t. the Xception feature map.
 
     ``model`` may be the original or the two-output model.
     """
@@ -195,14 +236,16 @@ def measure_heatmap_scale(
     limit: int = 400,
     percentile: float = 99.0,
     batch_size: int = 16,
+    preprocessing: Preprocessing = NEAREST_150,
 ) -> HeatmapScaleMeasurement:
     """The fixed display scale: a high percentile of raw Grad-CAM cells over PNEUMONIA images."""
-    classifier = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0)
+    classifier = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0, preprocessing=preprocessing)
     head = classifier.head
     paths = sample_folder(folder, limit)
     cells: list[np.ndarray] = []
     for start in range(0, len(paths), batch_size):
-        batch = np.concatenate([preprocess(image) for image in load_images(paths[start : start + batch_size])])
+        images = load_images(paths[start : start + batch_size])
+        batch = np.concatenate([preprocess(image, preprocessing) for image in images])
         feature_maps, _ = classifier.run(batch)
         cells.extend(raw_gradcam(fm, head).ravel() for fm in feature_maps)
     values = np.concatenate(cells)

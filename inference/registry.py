@@ -21,7 +21,7 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.models import AuditEvent, User
 from inference import model_package, trained
-from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION
+from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION, PREPROCESSINGS, preprocessing_get
 from inference.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def shipped_keras_path(model_dir: Path) -> tuple[Path, dict]:
     ).hexdigest()[:16]
     out = Path(settings.PNEUMO_MODEL_DIR) / f"{manifest['name']}-{digest}.keras"
     if not out.is_file():
-        trained.model_rebuild(base, model_dir / manifest["weights"]["file"], out)  # TensorFlow: only here
+        # TensorFlow: only here.
+        trained.model_rebuild(base, model_dir / manifest["weights"]["file"], out, manifest["input_size"])
         logger.info("rebuilt %s from %s", out.name, model_dir)
     return out, manifest
 
@@ -125,8 +126,12 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
         logger.warning(
             "%s rebuilt with sha256 %s, manifest recorded %s", manifest["name"], sha, manifest["rebuilt_keras_sha256"]
         )
-    if manifest["preprocessing_version"] != PREPROCESSING_VERSION:
-        raise ModelFileMismatch(f"{manifest['name']} needs preprocessing {manifest['preprocessing_version']}")
+    preprocessing = PREPROCESSINGS.get(manifest["preprocessing_version"])
+    if preprocessing is None or preprocessing.size != manifest["input_size"]:
+        raise ModelFileMismatch(
+            f"{manifest['name']} needs preprocessing {manifest['preprocessing_version']}"
+            f" at {manifest['input_size']} px, which this version of Pneumo does not know"
+        )
     intended = manifest["intended_use"]
     figures = manifest["validation"]["served"]
     version, created = ModelVersion.objects.get_or_create(
@@ -185,12 +190,13 @@ def _cached(out: Path) -> PreparedFiles | None:
     return PreparedFiles(tflite, head, data["tflite_sha256"], data["head_sha256"], data["parity_max_diff"])
 
 
-def _convert(source: Path, out: Path) -> PreparedFiles:
+def _convert(source: Path, out: Path, preprocessing_name: str) -> PreparedFiles:
     from inference import conversion  # TensorFlow: only here
 
+    preprocessing = preprocessing_get(preprocessing_name)
     result = conversion.convert_to_litert(source, out)
     images = conversion.load_images([p for p, _ in model_package.packaged_sample_images()])
-    diff = conversion.parity_check(source, result.tflite_path, result.head_path, images)
+    diff = conversion.parity_check(source, result.tflite_path, result.head_path, images, preprocessing)
     prepared = PreparedFiles(
         result.tflite_path, result.head_path, result.tflite_sha256, model_package.sha256_file(result.head_path), diff
     )
@@ -215,7 +221,7 @@ def model_version_prepare(version: ModelVersion) -> ModelVersion:
     """Convert ``version`` to LiteRT (or reuse the cached conversion) and run the parity gate."""
     source = source_verify(version)
     out = _cache_dir(version)
-    prepared = _cached(out) or _convert(source, out)
+    prepared = _cached(out) or _convert(source, out, version.preprocessing_version)
     version.converted_path = str(prepared.tflite_path)
     version.converted_sha256 = prepared.tflite_sha256
     version.head_path = str(prepared.head_path)

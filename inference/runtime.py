@@ -65,7 +65,13 @@ def classifier_load(version: ModelVersion) -> Classifier:
     tflite = _verify(resolve_path(version.converted_path), version.converted_sha256, "converted model")
     head = _verify(resolve_path(version.head_path), version.head_sha256, "model head")
     threads = int(os.environ.get("PNEUMO_INFERENCE_THREADS", "1"))
-    return LiteRTClassifier(tflite, head, heatmap_scale=version.heatmap_scale, num_threads=threads).load()
+    return LiteRTClassifier(
+        tflite,
+        head,
+        heatmap_scale=version.heatmap_scale,
+        num_threads=threads,
+        preprocessing=version.preprocessing_version,
+    ).load()
 
 
 def classifier_for(version: ModelVersion) -> Classifier:

@@ -81,13 +81,13 @@ def _normalise_keras_zip(raw: bytes) -> bytes:
     return out.getvalue()
 
 
-def model_rebuild(base_path: Path, weights_path: Path, out_path: Path) -> Path:
-    """Write the full model (packaged base + shipped weights) to ``out_path``, deterministically."""
+def model_rebuild(base_path: Path, weights_path: Path, out_path: Path, input_size: int = 150) -> Path:
+    """Write the full model (packaged base at ``input_size`` + shipped weights) to ``out_path``, deterministically."""
     import tempfile
 
-    from inference.conversion import load_keras_model
+    from inference.conversion import load_keras_model, model_at_size
 
-    model = load_keras_model(base_path)
+    model = model_at_size(load_keras_model(base_path), input_size)
     weights_apply(model, weights_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,8 +14,11 @@ import pytest
 from PIL import Image
 
 from inference.classifier import (
+    BICUBIC_224,
     HEATMAP_SCALES,
+    NEAREST_150,
     PACKAGED_MODEL_HEATMAP_SCALE,
+    PREPROCESSINGS,
     Head,
     LiteRTClassifier,
     preprocess,
@@ -65,11 +68,24 @@ def test_it_preprocesses_exactly_like_keras_load_img_and_preprocess_input(
         np.testing.assert_array_equal(served, expected)
 
 
-def test_it_preprocesses_the_ingest_grayscale_array_like_the_image(sample_images: list[Image.Image]) -> None:
+@pytest.mark.parametrize("preprocessing", PREPROCESSINGS.values(), ids=list(PREPROCESSINGS))
+def test_it_preprocesses_the_ingest_grayscale_array_like_the_image(
+    sample_images: list[Image.Image], preprocessing
+) -> None:
     for image in sample_images:
         grayscale = np.asarray(image.convert("L"))
         assert grayscale.dtype == np.uint8 and grayscale.ndim == 2
-        np.testing.assert_array_equal(preprocess(grayscale), preprocess(image))
+        np.testing.assert_array_equal(preprocess(grayscale, preprocessing), preprocess(image, preprocessing))
+
+
+def test_it_resizes_to_224_with_pillows_antialiased_bicubic() -> None:
+    # A one-pixel grid shrunk 10x: NEAREST keeps stripes (aliasing), bicubic averages them to grey.
+    stripes = np.zeros((2240, 2240), dtype=np.uint8)
+    stripes[:, ::2] = 255
+    smooth = preprocess(stripes, BICUBIC_224)
+    assert smooth.shape == (1, 224, 224, 3)
+    assert np.abs(smooth[0, 10:-10, 10:-10] - (127.5 / 127.5 - 1.0)).max() < 0.05
+    assert set(np.unique(preprocess(stripes, NEAREST_150))) <= {-1.0, 1.0}
 
 
 def test_it_rejects_non_uint8_arrays() -> None:
@@ -241,7 +257,8 @@ def test_it_serves_without_importing_tensorflow_and_after_fork(
     assert result["fresh"] is True
 
 
-def test_it_gives_the_model_the_same_input_from_the_small_grid_kept_at_ingest() -> None:
+@pytest.mark.parametrize("preprocessing", PREPROCESSINGS.values(), ids=list(PREPROCESSINGS))
+def test_it_gives_the_model_the_same_input_from_the_small_grid_kept_at_ingest(preprocessing) -> None:
     from cases.imaging import decode
     from inference.classifier import reduce_to_input_grid
     from tests.dicom_factory import make_dicom
@@ -250,6 +267,6 @@ def test_it_gives_the_model_the_same_input_from_the_small_grid_kept_at_ingest() 
         image = decode(
             make_dicom(index, shape=shape, bits=12), filename="x.dcm", max_bytes=2**28, max_pixels=60_000_000
         ).model_image
-        grid = reduce_to_input_grid(image)
-        assert grid.shape == (150, 150)
-        assert np.array_equal(preprocess(grid), preprocess(image))
+        grid = reduce_to_input_grid(image, preprocessing)
+        assert grid.shape == (preprocessing.size, preprocessing.size)
+        assert np.array_equal(preprocess(grid, preprocessing), preprocess(image, preprocessing))
