@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [
     ("Ingest: decode and model input", ["bench/ingest.py", "--runs", "15"]),
     ("Inference: served LiteRT path against the Keras baseline", ["bench/inference.py", "--runs", "50"]),
+    (
+        "Inference: the shipped trained model (224 px)",
+        ["bench/inference.py", "--runs", "50", "--shipped", "models/pneumo-xception224-cal-v2"],
+    ),
     ("Worklist with 10,000 studies", ["bench/worklist.py", "--requests", "50"]),
     ("End to end through the running site (gunicorn, Celery, Redis)", ["bench/e2e.py", "--runs", "50"]),
 ]

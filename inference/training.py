@@ -4,8 +4,10 @@ The TensorFlow side of ``train_model``: split the labelled folder reproducibly, 
 activations that feed Xception's last block once, train on the cache, calibrate with temperature
 scaling on the validation split and pick the operating threshold there. No Django here.
 
-Preprocessing is exactly ``inference.classifier.preprocess`` (same PREPROCESSING_VERSION), so a
-trained version serves from the same stored 150x150 input grid and keeps an exact Grad-CAM.
+Preprocessing is exactly ``inference.classifier.preprocess`` with the configured preprocessing
+(by default BICUBIC_224: the packaged base rebuilt for 224 px input, see
+``conversion.model_at_size``), so the served model sees what training saw and keeps an exact
+Grad-CAM. The split keeps each patient's images on one side (Kermany file names carry the patient).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from inference.classifier import INPUT_SIZE, PNEUMONIA_INDEX, PREPROCESSING_VERSION, preprocess
+from inference.classifier import BICUBIC_224, NEAREST_150, PNEUMONIA_INDEX, Preprocessing, preprocess, preprocessing_get
 from inference.model_package import packaged_sample_images, sha256_file
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LABELS = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 BASE_LAYER = "xception"
-# The output of block 13's residual add: the 5x5x1024 tensor feeding block14_sepconv1 at 150 px.
+# The output of block 13's residual add: the tensor feeding block14_sepconv1 (5x5x1024 at 150 px, 7x7 at 224).
 CUT_LAYER = "add_11"
 BLOCK14_LAYERS = (
     "block14_sepconv1",
@@ -83,8 +86,26 @@ def examples_list(data_dir: Path, *, limit: int | None = None) -> list[Example]:
     return examples
 
 
-def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: int) -> Split:
-    """A per-class random split with a fixed seed; the 16 packaged sample images are never used."""
+_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-"))
+
+
+def patient_key(example: Example) -> str:
+    """The patient an image belongs to, from Kermany's file names (``person1234_virus_2``,
+    ``NORMAL2-IM-0527-0001``); any other name counts as its own patient."""
+    name = example.path.rsplit("/", 1)[-1]
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            return f"{example.label}:{match.group(1)}"
+    return f"{example.label}:{name}"
+
+
+def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: int, by_patient: bool = True) -> Split:
+    """A per-class random split with a fixed seed; the 16 packaged sample images are never used.
+
+    ``by_patient``: whole patients go to one side (a patient's second film in validation would
+    flatter the figures); patients are drawn in random order until the class's share is reached.
+    """
     packaged = {sha256_file(path) for path, _ in packaged_sample_images()}
     excluded = [e for e in examples if e.sha256 in packaged]
     rng = np.random.default_rng(seed)
@@ -92,10 +113,25 @@ def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: 
     validation: list[Example] = []
     for label in range(len(LABELS)):
         members = sorted((e for e in examples if e.label == label and e.sha256 not in packaged), key=lambda e: e.path)
-        order = rng.permutation(len(members))
         n_val = max(1, round(val_fraction * len(members)))
-        validation += [members[i] for i in sorted(order[:n_val])]
-        train += [members[i] for i in sorted(order[n_val:])]
+        if not by_patient:
+            order = rng.permutation(len(members))
+            validation += [members[i] for i in sorted(order[:n_val])]
+            train += [members[i] for i in sorted(order[n_val:])]
+            continue
+        groups: dict[str, list[Example]] = {}
+        for member in members:
+            groups.setdefault(patient_key(member), []).append(member)
+        keys = sorted(groups)
+        chosen: set[str] = set()
+        taken = 0
+        for i in rng.permutation(len(keys)):
+            if taken >= n_val:
+                break
+            chosen.add(keys[i])
+            taken += len(groups[keys[i]])
+        validation += [m for m in members if patient_key(m) in chosen]
+        train += [m for m in members if patient_key(m) not in chosen]
     return Split(train=train, validation=validation, excluded=excluded)
 
 
@@ -110,7 +146,7 @@ def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def activation_model(model: keras.Model) -> keras.Model:
-    """Packaged input -> the frozen 5x5x1024 tensor feeding block 14."""
+    """Packaged input -> the frozen HxWx1024 tensor feeding block 14."""
     import keras
 
     base = model.get_layer(BASE_LAYER)
@@ -126,8 +162,9 @@ def activations_extract(
     seed: int = 1,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    preprocessing: Preprocessing = BICUBIC_224,
 ) -> np.ndarray:
-    """float16 ``N x 5 x 5 x 1024`` activations; ``variant`` 0 is the image itself, k > 0 an augmented copy."""
+    """float16 ``N x H x W x 1024`` activations; ``variant`` 0 is the image itself, k > 0 an augmented copy."""
     out = np.empty((len(examples), *act_model.output.shape[1:]), dtype=np.float16)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
@@ -139,7 +176,7 @@ def activations_extract(
                 # One generator per (image, variant, seed): the same augmented copy whatever the batching.
                 rng = np.random.default_rng([seed, variant, int(example.sha256[:12], 16)])
                 image = augment(image, rng)
-            images.append(preprocess(image))
+            images.append(preprocess(image, preprocessing))
         out[start : start + len(chunk)] = act_model(np.concatenate(images), training=False).numpy()
         if progress:
             progress(start + len(chunk), len(examples))
@@ -156,17 +193,21 @@ def activations_cached(
     seed: int = 1,
     base_sha256: str = "",
     progress: Callable[[int, int], None] | None = None,
+    preprocessing: Preprocessing = BICUBIC_224,
 ) -> np.ndarray:
-    """``activations_extract`` cached on disk by (base model, images, variant, seed)."""
+    """``activations_extract`` cached on disk by (base model, preprocessing, images, variant, seed)."""
+    kwargs = {"variant": variant, "seed": seed, "progress": progress, "preprocessing": preprocessing}
     if cache_dir is None:
-        return activations_extract(act_model, data_dir, examples, variant=variant, seed=seed, progress=progress)
+        return activations_extract(act_model, data_dir, examples, **kwargs)
     key = hashlib.sha256(
-        json.dumps([base_sha256, CUT_LAYER, variant, seed if variant else 0, [e.sha256 for e in examples]]).encode()
+        json.dumps(
+            [base_sha256, preprocessing.name, CUT_LAYER, variant, seed if variant else 0, [e.sha256 for e in examples]]
+        ).encode()
     ).hexdigest()[:16]
     path = cache_dir / f"act-{key}.npy"
     if path.is_file():
         return np.load(path)
-    acts = activations_extract(act_model, data_dir, examples, variant=variant, seed=seed, progress=progress)
+    acts = activations_extract(act_model, data_dir, examples, **kwargs)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path.with_suffix(".tmp.npy"), acts)
     path.with_suffix(".tmp.npy").rename(path)
@@ -178,7 +219,7 @@ def activations_cached(
 
 
 def block14_model(model: keras.Model, *, trainable: bool) -> keras.Model:
-    """A copy of Xception's block 14 (5x5x1024 -> 5x5x2048) with the packaged weights.
+    """A copy of Xception's block 14 (HxWx1024 -> HxWx2048) with the packaged weights.
 
     Batch normalisation stays frozen (inference mode, ImageNet statistics) even when the
     separable convolutions are fine-tuned: a few thousand 5x5 maps are too few to re-estimate it.
@@ -326,10 +367,14 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def threshold_for_sensitivity(probs: np.ndarray, labels: np.ndarray, sensitivity: float = 0.95) -> float:
-    """The highest threshold (flag when p >= t) whose sensitivity is at least ``sensitivity``."""
+    """The highest threshold (flag when p >= t) whose sensitivity is at least ``sensitivity``.
+
+    Rounded *down* to 6 decimals, the precision it is recorded with, so the rounding never
+    drops the case on the boundary.
+    """
     positives = np.sort(probs[labels == 1])[::-1]
     needed = int(np.ceil(sensitivity * len(positives)))
-    return float(positives[needed - 1])
+    return float(np.floor(positives[needed - 1] * 1e6) / 1e6)
 
 
 def figures(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -402,7 +447,7 @@ class TrainConfig:
     seed: int = 1
     val_fraction: float = 0.2
     epochs: int = 40  # head only, on pooled features (seconds per epoch)
-    fine_tune_epochs: int = 3  # block 14 + head on cached 5x5x1024 activations (minutes per epoch)
+    fine_tune_epochs: int = 3  # block 14 + head on cached block-13 activations (minutes per epoch)
     augment: int = 2  # augmented copies of each training image
     limit: int | None = None  # images per class, for smoke tests
     cache_dir: Path | None = None
@@ -410,6 +455,8 @@ class TrainConfig:
     head_learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     batch_size: int = 64
+    preprocessing: str = BICUBIC_224.name
+    by_patient: bool = True
 
 
 @dataclass
@@ -472,36 +519,41 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from inference.conversion import extract_head, load_keras_model
+    from inference.conversion import extract_head, load_keras_model, model_at_size
     from inference.evaluation import auc
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
+    preprocessing = preprocessing_get(config.preprocessing)
     split = split_stratified(
-        examples_list(config.data_dir, limit=config.limit), val_fraction=config.val_fraction, seed=config.seed
+        examples_list(config.data_dir, limit=config.limit),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        by_patient=config.by_patient,
     )
     y_train = np.array([e.label for e in split.train])
     y_val = np.array([e.label for e in split.validation])
     log(f"split: {len(split.train)} train, {len(split.validation)} validation, {len(split.excluded)} excluded")
 
-    packaged = load_keras_model(config.base_path)
+    packaged_150 = load_keras_model(config.base_path)
+    packaged = model_at_size(packaged_150, preprocessing.size)
     base_sha = sha256_file(config.base_path)
-    act_model = activation_model(packaged)
 
-    def cached(examples: Sequence[Example], variant: int) -> np.ndarray:
+    def cached(examples: Sequence[Example], variant: int, pp: Preprocessing = preprocessing) -> np.ndarray:
         start = time.perf_counter()
         acts = activations_cached(
-            act_model,
+            activation_model(packaged if pp == preprocessing else packaged_150),
             config.data_dir,
             examples,
             config.cache_dir,
             variant=variant,
             seed=config.seed,
             base_sha256=base_sha,
+            preprocessing=pp,
         )
-        log(f"activations variant {variant}: {len(examples)} images in {time.perf_counter() - start:.0f} s")
+        log(f"activations {pp.name} variant {variant}: {len(examples)} images in {time.perf_counter() - start:.0f} s")
         return acts
 
     a_val = cached(split.validation, 0)
@@ -522,26 +574,37 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         log(f"{name}: {validation[name]}")
         return validation[name]
 
-    # The packaged head on this split: it was trained on these validation images, so optimistic.
-    packaged_head = extract_head(packaged)
-    hidden = np.maximum(p_val @ packaged_head["W1"] + packaged_head["b1"], 0.0)
+    # The packaged model itself, at its own preprocessing: its head was trained on these
+    # validation images, so this is a training score.
+    frozen_150 = block14_model(packaged_150, trainable=False)
+    p150_val = pooled_features(frozen_150, cached(split.validation, 0, NEAREST_150))
+    packaged_head = extract_head(packaged_150)
+    hidden = np.maximum(p150_val @ packaged_head["W1"] + packaged_head["b1"], 0.0)
     record(
         "packaged_model_(saw_these_images)",
         probabilities((hidden @ packaged_head["W2"] + packaged_head["b2"]).astype(np.float64)),
     )
 
-    # Baseline: logistic regression on the same training images (no augmentation), C chosen on validation.
-    scaler = StandardScaler().fit(p_train[0])
-    best_lr: tuple[float, float, np.ndarray, Any] | None = None
-    for c in (0.001, 0.01, 0.1, 1.0):
-        lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(p_train[0]), y_train)
-        probs = lr.predict_proba(scaler.transform(p_val))[:, 1]
-        if best_lr is None or auc(y_val, probs) > best_lr[1]:
-            best_lr = (c, auc(y_val, probs), probs, lr)
-    assert best_lr is not None
-    record("baseline_logistic_regression", best_lr[2])["C"] = best_lr[0]
+    def logistic_regression(train_x: np.ndarray, val_x: np.ndarray) -> tuple[float, np.ndarray, Any, Any]:
+        """On the same training images (no augmentation), C chosen on validation AUC: (C, probs, model, scaler)."""
+        scaler = StandardScaler().fit(train_x)
+        best: tuple[float, float, np.ndarray, Any] | None = None
+        for c in (0.001, 0.01, 0.1, 1.0):
+            lr = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(train_x), y_train)
+            probs = lr.predict_proba(scaler.transform(val_x))[:, 1]
+            if best is None or auc(y_val, probs) > best[1]:
+                best = (c, auc(y_val, probs), probs, lr)
+        assert best is not None
+        return best[0], best[2], best[3], scaler
+
+    # The honest baseline: the packaged model's own frozen pooled features, at its own preprocessing.
+    if preprocessing != NEAREST_150:
+        c, probs, _, _ = logistic_regression(pooled_features(frozen_150, cached(split.train, 0, NEAREST_150)), p150_val)
+        record(f"baseline_logistic_regression_{NEAREST_150.name}", probs)["C"] = c
+    c, probs, lr_model, scaler = logistic_regression(p_train[0], p_val)
+    record(f"baseline_logistic_regression_{preprocessing.name}", probs)["C"] = c
     # The same regression, written exactly into the packaged head's shape (so Grad-CAM stays exact).
-    lr_weights = logistic_regression_as_head(best_lr[3].coef_[0], best_lr[3].intercept_[0], scaler)
+    lr_weights = logistic_regression_as_head(lr_model.coef_[0], lr_model.intercept_[0], scaler)
     lr_logits = head_logits_numpy(lr_weights, p_val)
     record("logistic_regression_head_uncalibrated", probabilities(lr_logits))
 
@@ -630,12 +693,18 @@ def weights_save(weights: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def served_probabilities(tflite_path: Path, head_path: Path, data_dir: Path, examples: Sequence[Example]) -> np.ndarray:
+def served_probabilities(
+    tflite_path: Path,
+    head_path: Path,
+    data_dir: Path,
+    examples: Sequence[Example],
+    preprocessing: Preprocessing | str = BICUBIC_224,
+) -> np.ndarray:
     """p(PNEUMONIA) from the converted LiteRT model, image by image through ``preprocess``: what is served."""
     from inference.classifier import LiteRTClassifier
     from inference.conversion import load_images
 
-    classifier = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0)
+    classifier = LiteRTClassifier(tflite_path, head_path, heatmap_scale=1.0, preprocessing=preprocessing)
     probs = []
     for start in range(0, len(examples), 32):
         images = load_images([data_dir / e.path for e in examples[start : start + 32]])
@@ -664,20 +733,32 @@ def artifacts_write(
     from inference.model_package import DISTRIBUTION, DISTRIBUTION_VERSION
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    preprocessing = preprocessing_get(config.preprocessing)
     weights_path = weights_save(result.weights, out_dir / "weights.npz")
     split = result.split
     y_val = np.array([e.label for e in split.validation])
     with tempfile.TemporaryDirectory() as tmp:
-        keras_path = trained.model_rebuild(config.base_path, weights_path, Path(tmp) / "model.keras")
+        keras_path = trained.model_rebuild(
+            config.base_path, weights_path, Path(tmp) / "model.keras", input_size=preprocessing.size
+        )
         keras_sha = sha256_file(keras_path)
         converted = convert_to_litert(keras_path, Path(tmp) / "litert")
         samples = load_images([p for p, _ in packaged_sample_images()])
-        parity = parity_check(keras_path, converted.tflite_path, converted.head_path, samples)
+        parity = parity_check(keras_path, converted.tflite_path, converted.head_path, samples, preprocessing)
         scale = measure_heatmap_scale(
-            converted.tflite_path, converted.head_path, config.data_dir / "PNEUMONIA", limit=heatmap_limit
+            converted.tflite_path,
+            converted.head_path,
+            config.data_dir / "PNEUMONIA",
+            limit=heatmap_limit,
+            preprocessing=preprocessing,
         )
-        served = served_probabilities(converted.tflite_path, converted.head_path, config.data_dir, split.validation)
-    served_figures = figures(served, y_val, result.threshold)
+        served = served_probabilities(
+            converted.tflite_path, converted.head_path, config.data_dir, split.validation, preprocessing
+        )
+    # The threshold is chosen again on what is served: float16 weights and LiteRT move
+    # probabilities by ~1e-6, enough to push the boundary case below a threshold chosen in Keras.
+    threshold = threshold_for_sensitivity(served, y_val, config.target_sensitivity)
+    served_figures = figures(served, y_val, threshold)
     log(f"served (LiteRT) validation figures: {served_figures}; parity {parity:.2e}; heatmap scale {scale.scale:.6f}")
     with np.load(weights_path) as data:
         shipped_layers = sorted({k.rsplit("/", 1)[0] for k in data.files})
@@ -685,7 +766,8 @@ def artifacts_write(
         "name": name,
         "version": "1",
         "description": (
-            "Packaged Xception base with a retrained, temperature-calibrated head"
+            f"Packaged Xception base at {preprocessing.size} px ({preprocessing.name}) with a retrained, "
+            "temperature-calibrated head"
             + (" and fine-tuned block 14" if result.fine_tuned else "")
             + f"; threshold chosen for sensitivity >= {config.target_sensitivity} on a held-out validation split."
         ),
@@ -702,10 +784,10 @@ def artifacts_write(
             "bytes": weights_path.stat().st_size,
         },
         "rebuilt_keras_sha256": keras_sha,
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "input_size": INPUT_SIZE,
+        "preprocessing_version": preprocessing.name,
+        "input_size": preprocessing.size,
         "fine_tuned": result.fine_tuned,
-        "threshold": result.threshold,
+        "threshold": threshold,
         "temperature": round(result.temperature, 6),
         "heatmap_scale": {
             "scale": round(scale.scale, 7),
@@ -731,7 +813,11 @@ def artifacts_write(
         },
         "split": {
             "method": (
-                "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to validation"
+                "per class: patients (inference.training.patient_key) sorted, numpy default_rng(seed).permutation, "
+                "whole patients to validation until round(fraction*n) images"
+                if config.by_patient
+                else "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to "
+                "validation"
             ),
             "seed": config.seed,
             "val_fraction": config.val_fraction,
@@ -746,7 +832,7 @@ def artifacts_write(
             "seed": config.seed,
             "augment_copies": config.augment,
             "augmentation": "rotation U(-7,7) deg, shift U(-6%,6%), brightness and contrast U(0.9,1.1); no flips",
-            "cached_activations": f"{CUT_LAYER} (5x5x1024, input of block14_sepconv1), float16",
+            "cached_activations": f"{CUT_LAYER} (input of block14_sepconv1), float16",
             "head": f"GAP -> Dense(128, relu) -> Dropout({DROPOUT_RATE}) -> Dense(2), fresh Glorot init",
             "head_training": f"Adam {config.head_learning_rate}, batch {config.batch_size}, <= {config.epochs} epochs, "
             "balanced class weights, early stopping on validation loss (patience 5, best weights)",
@@ -757,7 +843,8 @@ def artifacts_write(
                 "fine-tuned block 14 + head; ties -> the simpler"
             ),
             "calibration": "temperature scaling (NLL on validation), 1/T folded into dense_1 kernel and bias",
-            "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
+            "threshold_rule": f"highest threshold (6 decimals, rounded down) with sensitivity >= "
+            f"{config.target_sensitivity} on the validation split, as served by LiteRT",
         },
         "validation": {
             "served": served_figures,

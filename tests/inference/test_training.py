@@ -13,7 +13,7 @@ from PIL import Image
 from inference import trained, training
 from inference.model_package import packaged_model_path, packaged_sample_images, sha256_file
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception-cal-v1"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception224-cal-v2"
 
 
 def _examples(n_normal: int, n_pneumonia: int) -> list[training.Example]:
@@ -33,6 +33,26 @@ def test_it_splits_per_class_reproducibly_and_disjointly() -> None:
     assert first.digest() != other.digest()
     assert [sum(e.label == c for e in first.validation) for c in (0, 1)] == [10, 30]
     assert not {e.path for e in first.train} & {e.path for e in first.validation}
+
+
+def test_it_keeps_each_patients_images_on_one_side_of_the_split() -> None:
+    names = [f"PNEUMONIA/person{p}_bacteria_{k}.jpeg" for p in range(40) for k in range(p % 4 + 1)]
+    names += [
+        f"NORMAL/{prefix}IM-{p:04d}-000{k}.jpeg" for prefix in ("", "NORMAL2-") for p in range(20) for k in (1, 2)
+    ]
+    examples = [training.Example(n, int(n.startswith("P")), f"{i:064d}") for i, n in enumerate(names)]
+    split = training.split_stratified(examples, val_fraction=0.25, seed=3)
+    train_patients = {training.patient_key(e) for e in split.train}
+    val_patients = {training.patient_key(e) for e in split.validation}
+    assert val_patients and not train_patients & val_patients
+    assert training.patient_key(examples[0]) == "1:person0"
+    assert training.patient_key(training.Example("NORMAL/NORMAL2-IM-0007-0002.jpeg", 0, "")) == "0:NORMAL2-IM-0007"
+    # Whole patients, so the share is reached, give or take one patient's images
+    for label in (0, 1):
+        n = sum(e.label == label for e in examples)
+        assert round(0.25 * n) <= sum(e.label == label for e in split.validation) < round(0.25 * n) + 4
+    by_image = training.split_stratified(examples, val_fraction=0.25, seed=3, by_patient=False)
+    assert {training.patient_key(e) for e in by_image.train} & {training.patient_key(e) for e in by_image.validation}
 
 
 def test_it_never_uses_the_packaged_sample_images(tmp_path: Path) -> None:
@@ -132,18 +152,17 @@ def test_it_trains_end_to_end_into_artifacts_the_registry_accepts(tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
 def test_it_rebuilds_the_shipped_model_deterministically(tmp_path: Path) -> None:
     manifest = trained.shipped_verify(SHIPPED, packaged_model_path())
     weights = SHIPPED / manifest["weights"]["file"]
-    first = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "a.keras")
-    second = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "b.keras")
+    size = manifest["input_size"]
+    first = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "a.keras", size)
+    second = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "b.keras", size)
     assert sha256_file(first) == sha256_file(second) == manifest["rebuilt_keras_sha256"]
     assert weights.stat().st_size <= 25 * 1024 * 1024
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
 def test_it_activates_the_shipped_model_once_it_passes_the_gate(active_model) -> None:
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     assert active_model.name == manifest["name"] and active_model.parity_passed
@@ -153,7 +172,6 @@ def test_it_activates_the_shipped_model_once_it_passes_the_gate(active_model) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.is_dir(), reason="no shipped model")
 def test_it_leaves_an_admins_choice_of_the_packaged_model_alone(active_model, admin_user) -> None:
     from inference.models import ModelVersion
     from inference.registry import PACKAGED_MODEL_NAME, model_version_activate, models_prepare_all
@@ -162,3 +180,24 @@ def test_it_leaves_an_admins_choice_of_the_packaged_model_alone(active_model, ad
     model_version_activate(version=packaged, user=admin_user)
     models_prepare_all()
     assert ModelVersion.objects.get(is_active=True).pk == packaged.pk
+
+
+@pytest.mark.slow
+def test_the_shipped_224_model_serves_an_exact_7x7_gradcam(active_model) -> None:
+    from inference.classifier import preprocess, preprocessing_get, raw_gradcam
+    from inference.conversion import gradient_tape_gradcam, load_images, load_keras_model
+    from inference.runtime import classifier_for
+
+    assert active_model.name == SHIPPED.name and active_model.input_size == 224
+    preprocessing = preprocessing_get(active_model.preprocessing_version)
+    images = load_images([path for path, _ in packaged_sample_images()])
+    batch = np.concatenate([preprocess(image, preprocessing) for image in images])
+    classifier = classifier_for(active_model)
+    feature_maps, _ = classifier.run(batch)
+    served = np.stack([raw_gradcam(fm, classifier.head) for fm in feature_maps])
+    tape = gradient_tape_gradcam(load_keras_model(active_model.source_path), batch)
+    assert served.shape == tape.shape == (16, 7, 7)
+    assert np.corrcoef(served.ravel(), tape.ravel())[0, 1] > 0.999
+    prediction = classifier.predict(images[0])
+    assert prediction.heatmap.shape == (7, 7)
+    assert prediction.preprocessing_version == preprocessing.name

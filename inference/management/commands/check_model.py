@@ -46,7 +46,9 @@ class Command(BaseCommand):
             raise CommandError(f"{data_dir} does not hold the validation images {model_dir.name} recorded")
         with tempfile.TemporaryDirectory() as tmp:
             converted = convert_to_litert(keras_path, tmp)
-            probs = training.served_probabilities(converted.tflite_path, converted.head_path, data_dir, examples)
+            probs = training.served_probabilities(
+                converted.tflite_path, converted.head_path, data_dir, examples, manifest["preprocessing_version"]
+            )
         labels = np.array([e.label for e in examples])
         got = training.figures(probs, labels, manifest["threshold"])
         recorded = manifest["validation"]["served"]

@@ -7,6 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from inference.classifier import BICUBIC_224, PREPROCESSINGS
+
 
 class Command(BaseCommand):
     help = "Train head (and block 14) on DATA_DIR (NORMAL/, PNEUMONIA/); write weights.npz + manifest.json to --out."
@@ -14,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("data_dir", type=Path)
         parser.add_argument("--out", type=Path, required=True)
-        parser.add_argument("--name", default="pneumo-xception-cal-v1")
+        parser.add_argument("--name", default="pneumo-xception224-cal-v2")
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--val-fraction", type=float, default=0.2)
         parser.add_argument("--epochs", type=int, default=40, help="head-only epochs (early stopping)")
@@ -22,6 +24,17 @@ class Command(BaseCommand):
         parser.add_argument("--augment", type=int, default=2, help="augmented copies per training image")
         parser.add_argument("--limit", type=int, default=None, help="images per class (smoke tests)")
         parser.add_argument("--heatmap-limit", type=int, default=400)
+        parser.add_argument(
+            "--preprocessing",
+            default=BICUBIC_224.name,
+            choices=sorted(PREPROCESSINGS),
+            help="input pipeline (a 224 px one rebuilds the packaged base for 224 px input)",
+        )
+        parser.add_argument(
+            "--split-by-image",
+            action="store_true",
+            help="split images at random instead of keeping each patient's images on one side",
+        )
         parser.add_argument(
             "--cache", type=Path, default=Path(settings.BASE_DIR) / "var" / "train-cache", help="activation cache"
         )
@@ -40,6 +53,8 @@ class Command(BaseCommand):
             augment=options["augment"],
             limit=options["limit"],
             cache_dir=options["cache"],
+            preprocessing=options["preprocessing"],
+            by_patient=not options["split_by_image"],
         )
         log = self.stdout.write
         result = training.train(config, log=log)
