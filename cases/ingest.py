@@ -304,11 +304,13 @@ def _model_input(decoded: DecodedImage, version: ModelVersion | None) -> tuple[b
     """
     from PIL import Image as PILImage
 
-    from inference.classifier import PREPROCESSING_VERSION, preprocessing_get, reduce_to_input_grid
+    from inference.classifier import PREPROCESSING_VERSION, PREPROCESSINGS, reduce_to_input_grid
 
-    if decoded.model_image is None:
+    preprocessing = PREPROCESSINGS.get(version.preprocessing_version if version else PREPROCESSING_VERSION)
+    if decoded.model_image is None or preprocessing is None:
+        # No grid for a preprocessing this code does not know: the upload is still stored, and
+        # the worker decodes the original (and reports the model's problem on the prediction).
         return None, ""
-    preprocessing = preprocessing_get(version.preprocessing_version if version else PREPROCESSING_VERSION)
     buffer = io.BytesIO()
     PILImage.fromarray(reduce_to_input_grid(decoded.model_image, preprocessing)).save(buffer, format="PNG")
     return buffer.getvalue(), preprocessing.name

@@ -354,3 +354,24 @@ def test_it_reports_a_missing_path_as_refused(ready, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         call_command("import_studies", str(tmp_path / "nope.dcm"), "--site", "DEMO")
     assert exit_info.value.code == 1 and "Cannot read" in capsys.readouterr().out
+
+
+def test_it_keeps_the_active_models_input_grid_and_none_for_an_unknown_preprocessing(ready) -> None:
+    from PIL import Image as PILImage
+
+    from inference.classifier import preprocessing_get
+    from inference.models import ModelVersion
+
+    site, tech = ready
+    active = ModelVersion.objects.get(is_active=True)
+    size = preprocessing_get(active.preprocessing_version).size
+    _ingest(site, tech, ("a.dcm", make_dicom(1, shape=(733, 611))))
+    image = Image.objects.get()
+    assert image.model_input_version == active.preprocessing_version
+    with PILImage.open(io.BytesIO(bytes(image.model_input))) as grid:
+        assert grid.size == (size, size) and grid.mode == "L"
+    # A version whose preprocessing this code does not know: the upload is stored all the same.
+    ModelVersion.objects.filter(pk=active.pk).update(preprocessing_version="unknown-v9")
+    report = _ingest(site, tech, ("b.dcm", make_dicom(2)))
+    assert [f.status for f in report.files] == ["stored"]
+    assert Image.objects.get(pk=report.files[0].image_id).model_input_version == ""

@@ -48,7 +48,8 @@ def test_it_predicts_an_uploaded_study_without_any_manual_step(celery_worker, de
     prediction = Prediction.objects.get()
     assert prediction.status == "succeeded" and prediction.attempts == 1
     assert 0.0 <= prediction.probability <= 1.0 and prediction.label in {"pneumonia", "normal"}
-    assert len(prediction.heatmap) == 5 and all(len(row) == 5 for row in prediction.heatmap)
+    cells = {150: 5, 224: 7}[prediction.model_version.input_size]  # Xception's feature map
+    assert len(prediction.heatmap) == cells and all(len(row) == cells for row in prediction.heatmap)
     assert all(0.0 <= v <= 1.0 for row in prediction.heatmap for v in row)
     assert prediction.inference_ms > 0 and prediction.worker_host.startswith("test-")
     assert prediction.model_version.is_active and prediction.input_sha256
