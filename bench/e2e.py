@@ -189,8 +189,9 @@ def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
 
     cores = os.cpu_count() or 1
     started = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         for _ in range(cores)
     ]
     share = [payloads[i::cores] for i in range(cores)]
@@ -203,15 +204,17 @@ def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
 
 
 def _standalone(payloads: list[tuple[str, bytes]]) -> float:
-    import glob
+    import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pneumo.settings")
+    os.environ.setdefault("DEBUG", "1")
+    django.setup()
     from cases.imaging import decode
-    from inference.classifier import HEATMAP_SCALES, LiteRTClassifier
+    from inference import runtime
+    from inference.registry import active_model_version
 
-    model_dir = Path(sorted(glob.glob(str(ROOT / "var" / "models" / "*")))[0])
-    classifier = LiteRTClassifier(
-        model_dir / "model.tflite", model_dir / "head.npz", heatmap_scale=next(iter(HEATMAP_SCALES.values()))
-    ).load()
+    # The version the running site serves (same database as scripts/run.py), with its preprocessing.
+    classifier = runtime.classifier_for(active_model_version())
     started = time.perf_counter()
     for name, data in payloads:
         image = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000).model_image
