@@ -365,6 +365,7 @@ class _Batch:
     priority: str
     manual: ManualPatient | None
     request: HttpRequest | None
+    model_version: ModelVersion | None  # the active one when the batch began: its eligibility rules and input grid
     study_uids: dict[str, str] = field(default_factory=dict)
 
 
@@ -378,11 +379,8 @@ def _store_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     if duplicate is not None:
         return duplicate
     data = zero_preamble(item.data) if decoded.kind == "dicom" else item.data
-    from inference.registry import active_model_version
-
-    version = active_model_version()
-    eligibility = _eligibility(decoded, ident, version)
-    fields = _image_fields(decoded, ident, eligibility, version)
+    eligibility = _eligibility(decoded, ident, batch.model_version)
+    fields = _image_fields(decoded, ident, eligibility, batch.model_version)
     stored_name = default_storage.save(_storage_name(decoded, sha256), ContentFile(data))
     try:
         return _rows_create(item, batch, decoded, ident, fields, stored_name, data)
@@ -459,6 +457,7 @@ def studies_ingest(
     request: HttpRequest | None = None,
 ) -> IngestReport:
     """Store every decodable file, refuse the rest with a reason, then queue the AI."""
+    from inference.registry import active_model_version
     from inference.services import predictions_request
 
     batch = _Batch(
@@ -467,6 +466,7 @@ def studies_ingest(
         priority=priority if priority in Priority.values else Priority.ROUTINE,
         manual=manual,
         request=request,
+        model_version=active_model_version(),  # one query per batch, not per file
     )
     report = IngestReport()
     for item in _items(files):
