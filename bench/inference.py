@@ -260,13 +260,13 @@ def report(base: dict[str, float], workers: list[dict[str, float]]) -> None:
 
 
 def rebuild_shipped(model_dir: Path, out_dir: Path) -> Path:
-    from inference import trained
+    from inference import shipped_model
     from inference.model_package import packaged_model_path
 
-    manifest = trained.shipped_verify(model_dir, packaged_model_path())
+    manifest = shipped_model.shipped_verify(model_dir, packaged_model_path())
     weights = model_dir / manifest["weights"]["file"]
     print(f"model: {manifest['name']} ({manifest['preprocessing_version']}, {manifest['input_size']} px)")
-    return trained.model_rebuild(packaged_model_path(), weights, out_dir / "shipped.keras", manifest["input_size"])
+    return shipped_model.model_rebuild(packaged_model_path(), weights, out_dir / "shipped.keras", manifest["input_size"])
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from cases.audit import audit_record
 from cases.models import AuditEvent, User
-from inference import model_package, trained
+from inference import model_package, shipped_model
 from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION, PREPROCESSINGS, preprocessing_get
 from inference.models import ModelVersion
 
@@ -92,27 +92,27 @@ def model_version_register_packaged() -> ModelVersion:
 
 def shipped_model_dirs(root: Path | None = None) -> list[Path]:
     root = root or shipped_models_dir()
-    return sorted(p.parent for p in root.glob(f"*/{trained.MANIFEST_NAME}")) if root.is_dir() else []
+    return sorted(p.parent for p in root.glob(f"*/{shipped_model.MANIFEST_NAME}")) if root.is_dir() else []
 
 
 def shipped_keras_path(model_dir: Path) -> tuple[Path, dict]:
     """The full ``.keras`` for a shipped version, rebuilt once and cached by the manifest and weights sha256.
 
-    The rebuild is deterministic (see ``inference.trained``), so the file's sha256, which the
+    The rebuild is deterministic (see ``inference.shipped_model``), so the file's sha256, which the
     ModelVersion records, is the same whenever the cache is rebuilt with the same Keras.
     """
     base = model_package.packaged_model_path()
     try:
-        manifest = trained.shipped_verify(model_dir, base)
-    except trained.ShippedModelError as exc:
+        manifest = shipped_model.shipped_verify(model_dir, base)
+    except shipped_model.ShippedModelError as exc:
         raise ModelFileMismatch(str(exc)) from exc
     digest = hashlib.sha256(
-        (model_dir / trained.MANIFEST_NAME).read_bytes() + manifest["weights"]["sha256"].encode()
+        (model_dir / shipped_model.MANIFEST_NAME).read_bytes() + manifest["weights"]["sha256"].encode()
     ).hexdigest()[:16]
     out = Path(settings.PNEUMO_MODEL_DIR) / f"{manifest['name']}-{digest}.keras"
     if not out.is_file():
         # TensorFlow: only here.
-        trained.model_rebuild(base, model_dir / manifest["weights"]["file"], out, manifest["input_size"])
+        shipped_model.model_rebuild(base, model_dir / manifest["weights"]["file"], out, manifest["input_size"])
         logger.info("rebuilt %s from %s", out.name, model_dir)
     return out, manifest
 

@@ -728,7 +728,7 @@ def artifacts_write(
     """
     import tempfile
 
-    from inference import trained
+    from inference import shipped_model
     from inference.conversion import convert_to_litert, load_images, measure_heatmap_scale, parity_check
     from inference.model_package import DISTRIBUTION, DISTRIBUTION_VERSION
 
@@ -738,7 +738,7 @@ def artifacts_write(
     split = result.split
     y_val = np.array([e.label for e in split.validation])
     with tempfile.TemporaryDirectory() as tmp:
-        keras_path = trained.model_rebuild(
+        keras_path = shipped_model.model_rebuild(
             config.base_path, weights_path, Path(tmp) / "model.keras", input_size=preprocessing.size
         )
         keras_sha = sha256_file(keras_path)

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from PIL import Image
 
-from inference import trained, training
+from inference import shipped_model, training
 from inference.model_package import packaged_model_path, packaged_sample_images, sha256_file
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pneumo-xception224-cal-v2"
@@ -153,11 +153,11 @@ def test_it_trains_end_to_end_into_artifacts_the_registry_accepts(tmp_path: Path
 
 @pytest.mark.slow
 def test_it_rebuilds_the_shipped_model_deterministically(tmp_path: Path) -> None:
-    manifest = trained.shipped_verify(SHIPPED, packaged_model_path())
+    manifest = shipped_model.shipped_verify(SHIPPED, packaged_model_path())
     weights = SHIPPED / manifest["weights"]["file"]
     size = manifest["input_size"]
-    first = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "a.keras", size)
-    second = trained.model_rebuild(packaged_model_path(), weights, tmp_path / "b.keras", size)
+    first = shipped_model.model_rebuild(packaged_model_path(), weights, tmp_path / "a.keras", size)
+    second = shipped_model.model_rebuild(packaged_model_path(), weights, tmp_path / "b.keras", size)
     assert sha256_file(first) == sha256_file(second) == manifest["rebuilt_keras_sha256"]
     assert weights.stat().st_size <= 25 * 1024 * 1024
 
