@@ -303,7 +303,7 @@ LOG_LEVEL = envstr("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scrub_phi": {"()": "cases.logging.ScrubPatientDataFilter"}},
+    "filters": {"scrub_phi": {"()": "cases.log_scrubbing.ScrubPatientDataFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_phi"]},

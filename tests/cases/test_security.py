@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.urls import reverse
 
-from cases.logging import ScrubPatientDataFilter, scrub
+from cases.log_scrubbing import ScrubPatientDataFilter, scrub
 from cases.middleware import SESSION_KEY
 
 

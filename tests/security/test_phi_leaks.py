@@ -31,7 +31,7 @@ from gunicorn.glogging import Logger, SafeAtoms
 from rest_framework.test import APIClient
 
 from cases import views_reading
-from cases.logging import ScrubPatientDataFilter
+from cases.log_scrubbing import ScrubPatientDataFilter
 from cases.models import AuditEvent, Study
 from inference.models import Prediction
 from tests.dicom_factory import make_dicom, make_png
