@@ -16,6 +16,13 @@ from __future__ import annotations
 
 from .decoding import decode
 from .dicom import zero_preamble
+from .display_png import (
+    VALUE_OFFSET_KEY,
+    decode_display_source,
+    display_value_offset,
+    encode_display_source,
+    render_display_png,
+)
 from .eligibility import Eligibility, EligibilityStatus, assess_eligibility
 from .errors import (
     CorruptImage,
@@ -33,13 +40,6 @@ from .errors import (
 )
 from .guard import decode_guarded, warm_up
 from .metadata import age_in_years, parse_age, readable_person_name
-from .render import (
-    VALUE_OFFSET_KEY,
-    decode_display_source,
-    display_value_offset,
-    encode_display_source,
-    render_display_png,
-)
 from .sniff import sniff
 from .types import DecodedImage, ImageKind, ImageMetadata, to_rgb_image
 
