@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from cases import rendering, reviews, selectors
+from cases import pictures, reviews, selectors
 from cases.audit import audit_record
 from cases.models import Finding, Image, OverruleReason, Priority, Review, Study, User
 from cases.reviews import ReadingInput, ReviewError
@@ -424,11 +424,11 @@ def image_pixels(request: HttpRequest, pk: int) -> HttpResponse:
     """Raw little-endian uint16 display values for the viewer; size, offset and window in headers."""
     image = _viewable_image(request, pk, "pixels")
     try:
-        data, meta = rendering.image_source_pixels(image)
-    except rendering.RenderUnavailable as exc:
+        data, meta = pictures.image_source_pixels(image)
+    except pictures.RenderUnavailable as exc:
         raise Http404(str(exc)) from exc
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-    response = HttpResponse(rendering.gzip_bytes(data) if gzipped else data, content_type="application/octet-stream")
+    response = HttpResponse(pictures.gzip_bytes(data) if gzipped else data, content_type="application/octet-stream")
     if gzipped:
         response["Content-Encoding"] = "gzip"
     for key, value in meta.items():
@@ -442,13 +442,13 @@ def image_render(request: HttpRequest, pk: int) -> HttpResponse:
     image = _viewable_image(request, pk, "render")
     size = _number(request, "max_size")
     try:
-        png = rendering.render_image_png(
+        png = pictures.render_image_png(
             image,
             max_size=int(size) if size else None,
             center=_number(request, "center"),
             width=_number(request, "width"),
         )
-    except rendering.RenderUnavailable as exc:
+    except pictures.RenderUnavailable as exc:
         raise Http404(str(exc)) from exc
     return _png(png)
 
@@ -467,8 +467,8 @@ def image_heatmap(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = _image_prediction(request, pk, "heatmap")
     size = _number(request, "size")
     try:
-        return _png(rendering.heatmap_overlay_png(prediction, size=int(size) if size else None))
-    except rendering.RenderUnavailable as exc:
+        return _png(pictures.heatmap_overlay_png(prediction, size=int(size) if size else None))
+    except pictures.RenderUnavailable as exc:
         raise Http404(str(exc)) from exc
 
 
@@ -477,8 +477,8 @@ def image_heatmap(request: HttpRequest, pk: int) -> HttpResponse:
 def image_heatmap_json(request: HttpRequest, pk: int) -> JsonResponse:
     prediction = _image_prediction(request, pk, "heatmap_json")
     try:
-        return _no_store(JsonResponse(rendering.heatmap_grid(prediction)))
-    except rendering.RenderUnavailable as exc:
+        return _no_store(JsonResponse(pictures.heatmap_grid(prediction)))
+    except pictures.RenderUnavailable as exc:
         raise Http404(str(exc)) from exc
 
 

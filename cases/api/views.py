@@ -44,7 +44,7 @@ from cases.audit import audit_record
 from cases.downloads import file_response
 from cases.ingest import IncomingFile, ManualPatient, studies_ingest
 from cases.models import ApiToken, Image, Review, Site, Study, User
-from cases.rendering import RenderUnavailable, heatmap_grid, heatmap_overlay_png, render_image_png
+from cases.pictures import RenderUnavailable, heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
 from inference.models import ModelVersion, Prediction
 

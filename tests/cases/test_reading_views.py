@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Group
 from PIL import Image as PILImage
 
-from cases import rendering
+from cases import pictures
 from cases.models import AuditEvent, Priority, Review, Study
 from cases.states import StudyStatus
 from inference.models import Prediction
@@ -333,7 +333,7 @@ def test_it_shifts_signed_pixels_and_says_by_how_much(demo_site) -> None:
 
     default_storage.delete(image.file.name)
     default_storage.save(image.file.name, ContentFile(make_dicom(8, shape=(64, 80), bits=12, signed=True)))
-    data, meta = rendering.image_source_pixels(image)
+    data, meta = pictures.image_source_pixels(image)
     pixels = np.frombuffer(data, dtype="<u2").reshape(64, 80).astype(np.int64) - meta["offset"]
     assert meta["offset"] > 0
     assert np.array_equal(pixels, stored_pixels(8, shape=(64, 80), bits=12, signed=True))
@@ -350,7 +350,7 @@ def test_it_renders_a_windowed_png_to_size(client, rad, study) -> None:
 
 def test_it_draws_the_heatmap_as_a_transparent_overlay_in_the_images_shape(study) -> None:
     prediction = Prediction.objects.get(image__study=study)
-    picture = PILImage.open(io.BytesIO(rendering.heatmap_overlay_png(prediction, size=200)))
+    picture = PILImage.open(io.BytesIO(pictures.heatmap_overlay_png(prediction, size=200)))
     assert (picture.mode, picture.size) == ("RGBA", (200, 160))
     alpha = np.asarray(picture)[..., 3]
     assert alpha[0, 0] == 0  # a weak corner stays see-through
@@ -359,7 +359,7 @@ def test_it_draws_the_heatmap_as_a_transparent_overlay_in_the_images_shape(study
 
 def test_it_upscales_the_heatmap_bilinearly_between_cell_centres() -> None:
     grid = np.array([[0.0, 1.0], [0.0, 1.0]])
-    up = rendering.upscale_bilinear(grid, 2, 8)
+    up = pictures.upscale_bilinear(grid, 2, 8)
     assert up[0].tolist() == pytest.approx([0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1])
 
 
