@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-
 from cases.reviews import claims_expire
+from pneumo.celery import acks_late_task
 
 
-@shared_task(name="cases.tasks.claims_expire", acks_late=True, ignore_result=True)
+@acks_late_task(name="cases.tasks.claims_expire", ignore_result=True)
 def claims_expire_task() -> int:
     return claims_expire()

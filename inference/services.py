@@ -99,7 +99,7 @@ def predictions_enqueue(*, prediction_ids: list[int]) -> int:
     sent = 0
     for prediction_id in prediction_ids:
         try:
-            prediction_run_task.apply_async(args=[prediction_id])
+            prediction_run_task.apply_async(kwargs={"prediction_id": prediction_id})
         except Exception as exc:  # noqa: BLE001 - any broker error: leave it to the sweeper
             logger.warning(
                 "could not queue prediction %s (%s); the sweeper will retry", prediction_id, type(exc).__name__

@@ -1,36 +1,32 @@
 """Celery tasks: thin interfaces that take ids and call one service.
 
-Every task is idempotent, acknowledged late and rejected (re-queued) when its
-worker dies; the prediction's lease decides who actually runs it.
+Every task is declared with ``pneumo.celery.acks_late_task``: idempotent,
+acknowledged late and re-queued when its worker dies; the prediction's lease
+decides who actually runs it.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from inference import (
     services,
     worker,  # noqa: F401  (heartbeat and model preloading)
 )
+from pneumo.celery import acks_late_task
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    bind=True,
+@acks_late_task(
     name="inference.tasks.prediction_run",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.PNEUMO_TASK_SOFT_TIME_LIMIT,
-    time_limit=settings.PNEUMO_TASK_TIME_LIMIT,
+    bind=True,
     max_retries=None,  # the prediction's attempt cap decides
 )
-def prediction_run_task(self, prediction_id: int) -> str:
+def prediction_run_task(self, *, prediction_id: int) -> str:
     try:
         outcome = services.prediction_run(
             prediction_id=prediction_id, hostname=self.request.hostname or "", task_id=self.request.id or ""
@@ -58,6 +54,6 @@ def _failed(task, prediction_id: int, error: str) -> None:
         raise task.retry(countdown=_backoff(task.request.retries))
 
 
-@shared_task(name="inference.tasks.predictions_sweep", acks_late=True, ignore_result=True)
+@acks_late_task(name="inference.tasks.predictions_sweep", ignore_result=True)
 def predictions_sweep_task() -> int:
     return services.predictions_sweep()
