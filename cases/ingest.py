@@ -138,6 +138,7 @@ def _decode(item: IncomingFile) -> DecodedImage:
             filename=item.name,
             max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
             max_pixels=settings.PNEUMO_MAX_PIXELS,
+            decode_threads=settings.PNEUMO_DECODE_THREADS,
         )
     except DecodeError as exc:
         raise Refused(str(exc)) from exc

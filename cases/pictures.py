@@ -65,6 +65,7 @@ def _decoded(image: Image) -> DecodedImage:
             filename=image.original_filename or image.file.name,
             max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
             max_pixels=settings.PNEUMO_MAX_PIXELS,
+            decode_threads=settings.PNEUMO_DECODE_THREADS,
         )
     except DecodeError as exc:
         raise RenderUnavailable(str(exc)) from exc

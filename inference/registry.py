@@ -37,7 +37,7 @@ PACKAGED_INTENDED_USE = (
 
 def shipped_models_dir() -> Path:
     """Trained versions shipped in the repository: ``models/<name>/{manifest.json,weights.npz}``."""
-    return Path(getattr(settings, "PNEUMO_SHIPPED_MODELS_DIR", Path(settings.BASE_DIR) / "models"))
+    return Path(settings.PNEUMO_SHIPPED_MODELS_DIR)
 
 
 class ModelFileMismatch(RuntimeError):

@@ -25,21 +25,43 @@ def envstr(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def envbool(name: str, default: bool) -> bool:
-    value = envstr(name, "")
+    """A boolean; a value outside 1/0, true/false, yes/no, on/off (any case) is refused, never read as false."""
+    value = envstr(name, "").strip().lower()
     if value == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of {', '.join(_TRUE + _FALSE)} (any case), not {value!r}")
 
 
-def envint(name: str, default: int) -> int:
-    value = envstr(name, "")
-    return int(value) if value.strip() else default
+def envint(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = envstr(name, "").strip()
+    if value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be an integer of at least {minimum}, not {number}")
+    return number
 
 
 def envfloat(name: str, default: float) -> float:
-    value = envstr(name, "")
-    return float(value) if value.strip() else default
+    value = envstr(name, "").strip()
+    if value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
 def envlist(name: str, default: str = "") -> list[str]:
@@ -165,6 +187,13 @@ PNEUMO_TASK_MAX_ATTEMPTS = envint("PNEUMO_TASK_MAX_ATTEMPTS", 3)
 PNEUMO_TASK_LEASE_SECONDS = envint("PNEUMO_TASK_LEASE_SECONDS", 120)
 PNEUMO_TASK_SOFT_TIME_LIMIT = envint("PNEUMO_TASK_SOFT_TIME_LIMIT", 60)
 PNEUMO_TASK_TIME_LIMIT = envint("PNEUMO_TASK_TIME_LIMIT", 90)
+# Read by scripts/run.py (make run) for its web server and worker.
+PORT = envint("PORT", 8000, minimum=1)
+PNEUMO_WORKER_CONCURRENCY = envint("PNEUMO_WORKER_CONCURRENCY", 2, minimum=1)
+# LiteRT threads per worker process; several single-threaded processes give the best throughput.
+PNEUMO_INFERENCE_THREADS = envint("PNEUMO_INFERENCE_THREADS", 1, minimum=1)
+# JPEG 2000 decoding threads (0: one per core, at most 4); passed to cases.imaging by its callers.
+PNEUMO_DECODE_THREADS = envint("PNEUMO_DECODE_THREADS", 0, minimum=0) or max(1, min(4, os.cpu_count() or 1))
 
 # Throttles, sessions and login lockouts keep working while Redis is down.
 CACHES = {
@@ -174,6 +203,8 @@ CACHES = {
 # --- Files ----------------------------------------------------------------------
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(BASE_DIR / "media")))
 PNEUMO_MODEL_DIR = Path(envstr("PNEUMO_MODEL_DIR", str(BASE_DIR / "var" / "models")))
+# Trained versions shipped in the repository (models/<name>/{manifest.json,weights.npz}); tests point it elsewhere.
+PNEUMO_SHIPPED_MODELS_DIR = BASE_DIR / "models"
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -231,6 +262,7 @@ AXES_IPWARE_PROXY_COUNT = envint("PNEUMO_PROXY_COUNT", 0)
 PNEUMO_IDLE_LOGOUT_SECONDS = envint("PNEUMO_IDLE_LOGOUT_SECONDS", 15 * 60)
 PNEUMO_CLAIM_IDLE_SECONDS = envint("PNEUMO_CLAIM_IDLE_SECONDS", 20 * 60)
 PNEUMO_DEMO_PASSWORD = envstr("PNEUMO_DEMO_PASSWORD")
+PNEUMO_DEMO_STUDIES = envbool("PNEUMO_DEMO_STUDIES", True)
 PNEUMO_METRICS_TOKEN = envstr("PNEUMO_METRICS_TOKEN")
 
 # --- Security -------------------------------------------------------------------

@@ -28,7 +28,7 @@ def token_hash(key: str) -> str:
 
 
 def token_lifetime() -> timedelta:
-    return timedelta(hours=getattr(settings, "PNEUMO_API_TOKEN_HOURS", 8))
+    return timedelta(hours=settings.PNEUMO_API_TOKEN_HOURS)
 
 
 def token_create(*, user: User, request: HttpRequest | None = None) -> tuple[str, ApiToken]:

@@ -13,15 +13,16 @@ from .types import DecodedImage
 logger = logging.getLogger(__name__)
 
 
-def decode(data: bytes, *, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
+def decode(data: bytes, *, filename: str, max_bytes: int, max_pixels: int, decode_threads: int = 1) -> DecodedImage:
     """Decode an upload in this process. Untrusted uploads should go through ``decode_guarded``.
 
     ``max_bytes`` bounds the file size, ``max_pixels`` the image area (rows x
-    columns); both are checked before any pixel is decoded.
+    columns); both are checked before any pixel is decoded. ``decode_threads``
+    bounds the threads one JPEG 2000 frame may use (callers pass the setting).
     """
     check_file_size(data, max_bytes)
     try:
-        return _decode(data, filename, max_bytes, max_pixels)
+        return _decode(data, filename, max_bytes, max_pixels, decode_threads)
     except DecodeError:
         raise
     except MemoryError as exc:
@@ -40,10 +41,10 @@ def check_file_size(data: bytes, max_bytes: int) -> None:
         raise TooLarge(f"The file is {_megabytes(len(data))} MB, over the limit of {_megabytes(max_bytes)} MB")
 
 
-def _decode(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, filename: str, max_bytes: int, max_pixels: int, decode_threads: int) -> DecodedImage:
     kind = sniff(data, filename)
     if kind == "dicom":
-        return decode_dicom(data, max_bytes=max_bytes, max_pixels=max_pixels)
+        return decode_dicom(data, max_bytes=max_bytes, max_pixels=max_pixels, decode_threads=decode_threads)
     return decode_raster(data, kind, max_pixels=max_pixels)
 
 

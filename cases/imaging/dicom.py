@@ -9,7 +9,6 @@ asked to ``force`` its way through arbitrary bytes.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -76,14 +75,15 @@ def zero_preamble(data: bytes) -> bytes:
     return bytes(DICOM_PREAMBLE_LENGTH) + data[DICOM_PREAMBLE_LENGTH:]
 
 
-def decode_dicom(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+def decode_dicom(data: bytes, *, max_bytes: int, max_pixels: int, decode_threads: int = 1) -> DecodedImage:
+    """Decode one DICOM file; ``decode_threads`` is how many threads a JPEG 2000 frame may use."""
     layout = scan_dicom(data, max_inflated=max_bytes + max_pixels * BYTES_PER_BUDGET_PIXEL + INFLATE_SLACK_BYTES)
     ds = _read(data)
     meta = extract_metadata(ds, transfer_syntax_uid=layout.transfer_syntax_uid)
     _check_pixel_header(ds, layout, meta, max_pixels)
     if meta.is_multiframe:
         return DecodedImage("dicom", _with_file_window(meta, ds), None, None, None)
-    return _decode_frame(ds, layout, meta)
+    return _decode_frame(ds, layout, meta, decode_threads)
 
 
 def _read(data: bytes) -> Dataset:
@@ -147,19 +147,19 @@ def _check_native_length(ds: Dataset, meta: ImageMetadata) -> None:
         raise Truncated("DICOM file is truncated or damaged: it holds less pixel data than its header promises")
 
 
-def _decode_frame(ds: Dataset, layout: DicomLayout, meta: ImageMetadata) -> DecodedImage:
+def _decode_frame(ds: Dataset, layout: DicomLayout, meta: ImageMetadata, threads: int) -> DecodedImage:
     syntax = UID(layout.transfer_syntax_uid)
     if layout.pixel_data and layout.pixel_data.encapsulated:
         _check_codestream_size(ds, meta)
-    stored = _grayscale(_pixel_array(ds, syntax), ds, meta)
+    stored = _grayscale(_pixel_array(ds, syntax, threads), ds, meta)
     values = modality_values(stored, ds)
     return _windowed(ds, meta, values)
 
 
-def _pixel_array(ds: Dataset, syntax: UID) -> np.ndarray:
+def _pixel_array(ds: Dataset, syntax: UID, threads: int) -> np.ndarray:
     plugin = _preferred_plugin(syntax)
     try:
-        fast = _j2k_threaded(ds, syntax)
+        fast = _j2k_threaded(ds, syntax, threads)
         return fast if fast is not None else _decode_with(ds, plugin)
     except MemoryError as exc:
         raise DecodeOutOfMemory("The image is too large to decode within the memory limit") from exc
@@ -172,7 +172,7 @@ def _pixel_array(ds: Dataset, syntax: UID) -> np.ndarray:
 _J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 
 
-def _j2k_threaded(ds: Dataset, syntax: UID) -> np.ndarray | None:
+def _j2k_threaded(ds: Dataset, syntax: UID, threads: int) -> np.ndarray | None:
     """JPEG 2000 through imagecodecs' multi-threaded OpenJPEG, or None to use pydicom's plugins.
 
     pylibjpeg-openjpeg decodes on one thread (about 0.6 s for a 2500x2048
@@ -190,15 +190,12 @@ def _j2k_threaded(ds: Dataset, syntax: UID) -> np.ndarray | None:
     except ImportError:
         return None
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    array = imagecodecs.jpeg2k_decode(frame, numthreads=_DECODE_THREADS)
+    array = imagecodecs.jpeg2k_decode(frame, numthreads=max(1, threads))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     expected = (int(ds.Rows), int(ds.Columns))
     if array.shape != expected or (array.dtype.kind == "i") != signed:
         return None
     return array
-
-
-_DECODE_THREADS = max(1, min(4, int(os.environ.get("PNEUMO_DECODE_THREADS", "0")) or (os.cpu_count() or 1)))
 
 
 def _decode_with(ds: Dataset, plugin: str | None) -> np.ndarray:

@@ -66,6 +66,7 @@ class _Job:
     filename: str
     max_bytes: int
     max_pixels: int
+    decode_threads: int
     memory_mb: int
     timeout_s: float
     decoder: Decoder
@@ -84,6 +85,7 @@ def decode_guarded(
     filename: str,
     max_bytes: int,
     max_pixels: int,
+    decode_threads: int = 1,
     timeout_s: float = 10,
     memory_mb: int = 1024,
     _decoder: Decoder = decode,
@@ -98,7 +100,7 @@ def decode_guarded(
     signature, run in the child instead of it.
     """
     check_file_size(data, max_bytes)
-    job = _Job(len(data), filename, max_bytes, max_pixels, memory_mb, timeout_s, _decoder)
+    job = _Job(len(data), filename, max_bytes, max_pixels, decode_threads, memory_mb, timeout_s, _decoder)
     worker = _pool.take()
     try:
         return worker.run(data, job)
@@ -335,7 +337,13 @@ def _prepare_while_idle(conn: Connection, output_fd: int) -> None:
 def _outcome(job: _Job, input_fd: int, output_fd: int) -> tuple[str, Any]:
     try:
         data = _read_all(input_fd, job.size)
-        result = job.decoder(data, filename=job.filename, max_bytes=job.max_bytes, max_pixels=job.max_pixels)
+        result = job.decoder(
+            data,
+            filename=job.filename,
+            max_bytes=job.max_bytes,
+            max_pixels=job.max_pixels,
+            decode_threads=job.decode_threads,
+        )
         return "ok", _export_arrays(result, output_fd)
     except DecodeError as exc:
         return "error", exc

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from django.conf import settings as django_settings
 
 PROBE = """
@@ -103,3 +107,92 @@ def test_it_swaps_local_files_for_an_s3_bucket_by_configuration_alone() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "pneumo-studies http://127.0.0.1:9000" in out.stdout and "S3Storage" in out.stdout
+
+
+def _refusal(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={"PATH": "/usr/bin:/bin", "SECRET_KEY": "k" * 60, "ALLOWED_HOSTS": "x", **env},
+        capture_output=True,
+        text=True,
+        cwd=str(django_settings.BASE_DIR),
+    )
+    assert out.returncode != 0, out.stdout
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_it_refuses_a_misspelt_boolean_instead_of_reading_it_as_false() -> None:
+    # Before: PNEUMO_HTTPS=ture was read as false and turned off redirects, HSTS and secure cookies.
+    error = _refusal({"DEBUG": "0", "PNEUMO_HTTPS": "ture"})
+    assert "ImproperlyConfigured" in error and "PNEUMO_HTTPS" in error
+    assert all(word in error for word in ("1", "0", "true", "false", "yes", "no", "on", "off"))
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "Yes", "on", " On "])
+def test_it_reads_every_spelling_of_true(value: str) -> None:
+    s = _settings({"DEBUG": "1", "PNEUMO_HTTPS": value})
+    assert s["ssl"] is True and s["secure_cookie"] is True
+
+
+@pytest.mark.parametrize("value", ["0", "false", "False", "NO", "off"])
+def test_it_reads_every_spelling_of_false(value: str) -> None:
+    s = _settings({"DEBUG": "0", "SECRET_KEY": "k" * 60, "ALLOWED_HOSTS": "x", "PNEUMO_HTTPS": value})
+    assert s["ssl"] is False and s["hsts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PNEUMO_TASK_MAX_ATTEMPTS", "3x"), ("PNEUMO_HSTS_SECONDS", "1.5"), ("PNEUMO_INFERENCE_THREADS", "0")],
+)
+def test_it_refuses_an_integer_it_cannot_read(name: str, value: str) -> None:
+    error = _refusal({"DEBUG": "1", name: value})
+    assert "ImproperlyConfigured" in error and name in error and "integer" in error
+
+
+def test_it_refuses_a_debug_typo_too() -> None:
+    error = _refusal({"DEBUG": "flase"})
+    assert "DEBUG" in error
+
+
+def _names_read_by_settings() -> set[str]:
+    tree = ast.parse((Path(django_settings.BASE_DIR) / "pneumo" / "settings.py").read_text())
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id.startswith("env")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+def _names_in_readme_table() -> set[str]:
+    readme = (Path(django_settings.BASE_DIR) / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+
+
+def test_it_documents_every_variable_the_settings_read_and_no_other() -> None:
+    read, documented = _names_read_by_settings(), _names_in_readme_table()
+    assert len(read) > 40
+    assert read - documented == set(), "read by pneumo/settings.py but missing from the README's table"
+    assert documented - read == set(), "in the README's table but never read by pneumo/settings.py"
+
+
+_READS_ENVIRONMENT = re.compile(r"os\.environ\.get|os\.environ\[|os\.getenv|getattr\(settings,")
+
+
+def test_it_reads_the_environment_in_the_settings_module_only() -> None:
+    root = Path(django_settings.BASE_DIR)
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("cases", "inference", "pneumo")
+        for path in (root / folder).rglob("*.py")
+        if path.name not in {"settings.py", "settings_test.py"}
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _READS_ENVIRONMENT.search(line)
+    ]
+    assert offenders == []
