@@ -183,7 +183,7 @@ def scale_heatmap(raw: np.ndarray, heatmap_scale: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ClassifierOutput:
     """One image's result; the caller applies the decision threshold to ``probability``."""
 
     probability: float  # p(PNEUMONIA) = softmax(logits)[1]
@@ -262,10 +262,12 @@ class LiteRTClassifier:
         interpreter.invoke()
         return interpreter.get_tensor(self._feature_index), interpreter.get_tensor(self._logits_index)
 
-    def predict(self, image: np.ndarray | Image.Image, *, heatmap: bool = True) -> Prediction:
+    def predict(self, image: np.ndarray | Image.Image, *, heatmap: bool = True) -> ClassifierOutput:
         return self.predict_batch([image], heatmap=heatmap)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray | Image.Image], *, heatmap: bool = True) -> list[Prediction]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray | Image.Image], *, heatmap: bool = True
+    ) -> list[ClassifierOutput]:
         """Predict several images in one interpreter call; timings are per-image shares."""
         if not images:
             return []
@@ -279,7 +281,7 @@ class LiteRTClassifier:
         t3 = time.perf_counter()
         probabilities = softmax(logits)[:, PNEUMONIA_INDEX]
         return [
-            Prediction(
+            ClassifierOutput(
                 probability=float(probabilities[i]),
                 logits=(float(logits[i, 0]), float(logits[i, 1])),
                 heatmap=heatmaps[i],

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from inference.classifier import LiteRTClassifier, Prediction
+from inference.classifier import ClassifierOutput, LiteRTClassifier
 from inference.model_package import sha256_file
 from inference.models import ModelVersion
 from inference.registry import ModelFileMismatch, resolve_path
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class Classifier(Protocol):
-    def predict(self, image: np.ndarray, *, heatmap: bool = True) -> Prediction: ...
+    def predict(self, image: np.ndarray, *, heatmap: bool = True) -> ClassifierOutput: ...
 
 
 _loaded: dict[tuple[int, str], Classifier] = {}
