@@ -23,7 +23,7 @@ from .display_png import (
     encode_display_source,
     render_display_png,
 )
-from .eligibility import Eligibility, EligibilityStatus, assess_eligibility
+from .eligibility import EligibilityStatus, EligibilityVerdict, assess_eligibility
 from .errors import (
     CorruptImage,
     DecodeError,
@@ -51,8 +51,8 @@ __all__ = [
     "DecodeTimeout",
     "DecodedImage",
     "DecoderCrashed",
-    "Eligibility",
     "EligibilityStatus",
+    "EligibilityVerdict",
     "EmptyFile",
     "ImageKind",
     "ImageMetadata",

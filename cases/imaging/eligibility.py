@@ -37,7 +37,7 @@ LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLAT", "
 
 
 @dataclass(frozen=True)
-class Eligibility:
+class EligibilityVerdict:
     status: EligibilityStatus
     reason: str  # human sentences (without semicolons) joined with "; ", empty when eligible
 
@@ -52,15 +52,17 @@ def assess_eligibility(
     intended_min_age: float = 1.0,
     intended_max_age: float = 5.0,
     intended_view: str = "AP",
-) -> Eligibility:
+) -> EligibilityVerdict:
     blocking = [r for r in (_modality_problem(meta), _body_part_problem(meta), _lateral_problem(meta)) if r]
     blocking += ["It is a multi-frame object, not a single radiograph"] if meta.is_multiframe else []
     if blocking:
-        return Eligibility("not_eligible", "; ".join(blocking))
+        return EligibilityVerdict("not_eligible", "; ".join(blocking))
     caveats = [_age_caveat(meta.age_years, intended_min_age, intended_max_age), *_tag_caveats(meta)]
     caveats += [_view_caveat(meta.view_position, intended_view)]
     caveats = [c for c in caveats if c]
-    return Eligibility("outside_validated_use", "; ".join(caveats)) if caveats else Eligibility("eligible", "")
+    if caveats:
+        return EligibilityVerdict("outside_validated_use", "; ".join(caveats))
+    return EligibilityVerdict("eligible", "")
 
 
 def _modality_problem(meta: ImageMetadata) -> str | None:
