@@ -1,37 +1,95 @@
+"""Model versions and predictions in Django admin: an edge of ``inference.registry``.
+
+Every write (add, change, convert, activate, delete) calls the registry, which
+holds the freeze rule and writes the audit events; the form shows the frozen
+fields read-only once a version is active or has made predictions.
+"""
+
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from inference import registry
 from inference.models import ModelVersion, Prediction
-from inference.registry import ModelFileMismatch, ModelNotReady, model_version_activate, model_version_prepare
+
+# Written by the registry alone (conversion, parity gate, activation), never typed in.
+MANAGED_FIELDS = (
+    "is_active",
+    "converted_path",
+    "converted_sha256",
+    "head_path",
+    "head_sha256",
+    "parity_max_diff",
+    "parity_passed",
+    "converted_at",
+    "created_at",
+)
+
+
+class ModelVersionForm(forms.ModelForm):
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "name",
+            "version",
+            "description",
+            "source_path",
+            "sha256",
+            "threshold",
+            "input_size",
+            "preprocessing_version",
+            "heatmap_scale",
+            "intended_use",
+            "intended_min_age_years",
+            "intended_max_age_years",
+            "intended_view",
+        ]
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    form = ModelVersionForm
     list_display = ("name", "version", "is_active", "threshold", "parity_passed", "parity_max_diff", "created_at")
     list_filter = ("is_active", "parity_passed")
     search_fields = ("name", "sha256")
-    readonly_fields = (
-        "is_active",
-        "converted_path",
-        "converted_sha256",
-        "head_path",
-        "head_sha256",
-        "parity_max_diff",
-        "parity_passed",
-        "converted_at",
-        "created_at",
-    )
     actions = ["prepare", "activate"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> tuple[str, ...]:
+        return MANAGED_FIELDS + registry.model_version_frozen_fields(obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and not (obj is not None and registry.model_version_in_use(obj))
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form: forms.ModelForm, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in form.changed_data}
+        if change:
+            saved = registry.model_version_update(version=obj, user=request.user, fields=fields, request=request)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.fields}
+            saved = registry.model_version_create(user=request.user, fields=fields, request=request)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request: HttpRequest, obj: ModelVersion) -> None:
+        registry.model_version_delete(version=obj, user=request.user, request=request)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for version in queryset:
+            try:
+                registry.model_version_delete(version=version, user=request.user, request=request)
+            except registry.ModelVersionLocked as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
     @admin.action(description="Convert to LiteRT and run the parity gate")
     def prepare(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for version in queryset:
             try:
-                model_version_prepare(version)
-            except ModelFileMismatch as exc:
+                registry.model_version_prepare(version, user=request.user, request=request)
+            except registry.ModelFileMismatch as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
             level = messages.SUCCESS if version.parity_passed else messages.ERROR
@@ -43,8 +101,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, "Choose exactly one model version.", messages.ERROR)
             return
         try:
-            model_version_activate(version=queryset.get(), user=request.user)
-        except ModelNotReady as exc:
+            registry.model_version_activate(version=queryset.get(), user=request.user, request=request)
+        except registry.ModelNotReady as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, "Activated. Earlier predictions keep pointing at the model that made them.")

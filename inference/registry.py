@@ -1,4 +1,9 @@
-"""The model registry: registering, converting, checking and activating model versions.
+"""The model registry: every write to a model version goes through this module.
+
+Registering, changing, converting, activating and deleting a version, from
+``prepare_models``, the admin and the API alike: the freeze rule (a version
+that is active or has made predictions keeps the fields that give its results
+their meaning) and the audit events live here and nowhere else.
 
 Conversion and the parity gate need TensorFlow, imported only inside the
 functions that convert; a worker importing this module never loads it.
@@ -13,9 +18,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from cases.audit import audit_record
@@ -46,6 +53,105 @@ class ModelFileMismatch(RuntimeError):
 
 class ModelNotReady(RuntimeError):
     """A model version without a conversion that passed the parity gate cannot be activated."""
+
+
+class ModelVersionLocked(Exception):
+    """The change would alter the meaning of stored predictions."""
+
+
+# What a stored prediction's meaning rests on: once a version is active or has made
+# predictions these never change (register a new version instead). Later fields that
+# change what a result means belong here too.
+FROZEN_ONCE_USED = (
+    "name",
+    "version",
+    "source_path",
+    "sha256",
+    "threshold",
+    "input_size",
+    "preprocessing_version",
+    "heatmap_scale",
+)
+# What a new checksum or file makes stale: the cached conversion and its parity result.
+CONVERSION_FIELDS: dict[str, Any] = {
+    "converted_path": "",
+    "converted_sha256": "",
+    "head_path": "",
+    "head_sha256": "",
+    "parity_max_diff": None,
+    "parity_passed": False,
+    "converted_at": None,
+}
+
+
+def model_version_in_use(version: ModelVersion) -> bool:
+    return version.pk is not None and (version.is_active or version.predictions.exists())
+
+
+def model_version_frozen_fields(version: ModelVersion | None) -> tuple[str, ...]:
+    """The fields nobody may change on ``version`` now (none before it is active or has predictions)."""
+    return FROZEN_ONCE_USED if version is not None and model_version_in_use(version) else ()
+
+
+def model_version_check_change(version: ModelVersion, changed: dict[str, Any] | list[str]) -> None:
+    frozen = sorted(set(model_version_frozen_fields(version)) & set(changed))
+    if frozen:
+        raise ModelVersionLocked(
+            f"{', '.join(frozen)} cannot change on a version that is active or has made predictions; "
+            "register a new version instead."
+        )
+
+
+def model_version_create(*, user: User, fields: dict[str, Any], request: HttpRequest | None = None) -> ModelVersion:
+    """Register a version; it needs ``prepare_models`` (conversion and parity gate) before it can be active."""
+    fields = dict(fields)
+    activate = fields.pop("is_active", False)
+    fields.setdefault("input_size", INPUT_SIZE)
+    fields.setdefault("preprocessing_version", PREPROCESSING_VERSION)
+    fields.setdefault("heatmap_scale", HEATMAP_SCALES.get(fields.get("sha256", ""), 1.0))
+    with transaction.atomic():
+        version = ModelVersion.objects.create(**fields)
+        audit_record(action="model_create", user=user, obj=version, request=request, fields=sorted(fields))
+        if activate:
+            model_version_activate(version=version, user=user, request=request)
+    return version
+
+
+def model_version_update(
+    *, version: ModelVersion, user: User, fields: dict[str, Any], request: HttpRequest | None = None
+) -> ModelVersion:
+    """Change a version's fields; ``is_active`` activates (parity gate) or deactivates it."""
+    fields = dict(fields)
+    activate = fields.pop("is_active", None)
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        changed = {name: value for name, value in fields.items() if getattr(version, name) != value}
+        model_version_check_change(version, changed)
+        audited = sorted(changed)
+        if {"source_path", "sha256"} & changed.keys():
+            changed.update(CONVERSION_FIELDS)
+        for name, value in changed.items():
+            setattr(version, name, value)
+        if changed:
+            version.save(update_fields=list(changed))
+            audit_record(action="model_update", user=user, obj=version, request=request, fields=audited)
+        if activate and not version.is_active:
+            version = model_version_activate(version=version, user=user, request=request)
+        elif activate is False and version.is_active:
+            version.is_active = False
+            version.save(update_fields=["is_active"])
+            audit_record(action="model_deactivate", user=user, obj=version, request=request)
+    return version
+
+
+def model_version_delete(*, version: ModelVersion, user: User, request: HttpRequest | None = None) -> None:
+    """Delete a version nobody used; one that is active or made predictions is kept for its results."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if model_version_in_use(version):
+            raise ModelVersionLocked(f"{version.name} is active or has made predictions and is kept")
+        audit_record(action="model_delete", user=user, obj=version, request=request, name=version.name)
+        version.delete()
 
 
 @dataclass(frozen=True)
@@ -217,8 +323,13 @@ def _convert(source: Path, out: Path, preprocessing_name: str) -> PreparedFiles:
     return prepared
 
 
-def model_version_prepare(version: ModelVersion) -> ModelVersion:
-    """Convert ``version`` to LiteRT (or reuse the cached conversion) and run the parity gate."""
+def model_version_prepare(
+    version: ModelVersion, *, user: User | None = None, request: HttpRequest | None = None
+) -> ModelVersion:
+    """Convert ``version`` to LiteRT (or reuse the cached conversion) and run the parity gate.
+
+    Only the conversion's own fields change: what the version means (file, threshold) is untouched.
+    """
     source = source_verify(version)
     out = _cache_dir(version)
     prepared = _cached(out) or _convert(source, out, version.preprocessing_version)
@@ -229,18 +340,24 @@ def model_version_prepare(version: ModelVersion) -> ModelVersion:
     version.parity_max_diff = prepared.parity_max_diff
     version.parity_passed = prepared.parity_max_diff <= PARITY_TOLERANCE
     version.converted_at = version.converted_at or timezone.now()
-    version.save()
+    version.save(update_fields=list(CONVERSION_FIELDS))
+    if user is not None:
+        audit_record(
+            action="model_prepare", user=user, obj=version, request=request, parity_passed=version.parity_passed
+        )
     return version
 
 
 @transaction.atomic
-def model_version_activate(*, version: ModelVersion, user: User | None = None) -> ModelVersion:
+def model_version_activate(
+    *, version: ModelVersion, user: User | None = None, request: HttpRequest | None = None
+) -> ModelVersion:
     if not (version.parity_passed and version.converted_path):
         raise ModelNotReady(f"{version.name} has no LiteRT conversion that passed the parity gate")
     ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
     version.is_active = True
     version.save(update_fields=["is_active"])
-    audit_record(action="model_activate", user=user, obj=version)
+    audit_record(action="model_activate", user=user, obj=version, request=request)
     return version
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from django.conf import settings
 
 from inference.classifier import ClassifierOutput, LiteRTClassifier
 from inference.model_package import sha256_file
@@ -64,12 +64,11 @@ def _verify(path: Path, expected: str, what: str) -> Path:
 def classifier_load(version: ModelVersion) -> Classifier:
     tflite = _verify(resolve_path(version.converted_path), version.converted_sha256, "converted model")
     head = _verify(resolve_path(version.head_path), version.head_sha256, "model head")
-    threads = int(os.environ.get("PNEUMO_INFERENCE_THREADS", "1"))
     return LiteRTClassifier(
         tflite,
         head,
         heatmap_scale=version.heatmap_scale,
-        num_threads=threads,
+        num_threads=settings.PNEUMO_INFERENCE_THREADS,
         preprocessing=version.preprocessing_version,
     ).load()
 

@@ -35,7 +35,6 @@ from rest_framework.response import Response
 from cases import selectors
 from cases.api import serializers as s
 from cases.api.authentication import ExpiringTokenAuthentication
-from cases.api.model_versions import ModelVersionLocked, model_version_create, model_version_update
 from cases.api.permissions import CanUpload, IsAdmin, RadiologistOrAdmin, ReadOrAdminWrites
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttles import ApiUserThrottle, TokenThrottle, UploadThrottle
@@ -47,6 +46,7 @@ from cases.models import ApiToken, Image, Review, Site, Study, User
 from cases.pictures import RenderUnavailable, heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
 from inference.models import ModelVersion, Prediction
+from inference.registry import ModelVersionLocked, model_version_create, model_version_update
 
 # --- Plumbing --------------------------------------------------------------------------------
 
@@ -662,7 +662,7 @@ class ModelVersionListView(ApiView):
 
         data = _validated(s.ModelVersionSerializer, request.data)
         try:
-            version = model_version_create(user=request.user, fields=data)
+            version = model_version_create(user=request.user, fields=data, request=request)
         except ModelNotReady as error:
             raise ValidationError({"is_active": [str(error)]}) from error
         return Response(s.ModelVersionSerializer(version).data, status=201)
@@ -686,7 +686,7 @@ class ModelVersionDetailView(ApiView):
         version = _model_version(pk)
         data = _validated(s.ModelVersionSerializer, request.data, instance=version, partial=True)
         try:
-            version = model_version_update(version=version, user=request.user, fields=data)
+            version = model_version_update(version=version, user=request.user, fields=data, request=request)
         except ModelNotReady as error:
             raise ValidationError({"is_active": [str(error)]}) from error
         except ModelVersionLocked as error:
