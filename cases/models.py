@@ -11,6 +11,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 from cases.states import StudyStatus
+from inference.models import AiLabel
 
 
 class Site(models.Model):
@@ -233,7 +234,9 @@ class Review(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="reviews")
     radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     finding = models.CharField(max_length=16, choices=Finding.choices)
-    ai_label = models.CharField(max_length=16, blank=True, help_text="The AI label at signing time")
+    ai_label = models.CharField(
+        max_length=16, choices=AiLabel.choices, blank=True, help_text="The AI label at signing time"
+    )
     ai_probability = models.FloatField(null=True, blank=True)
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="reviews"

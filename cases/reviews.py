@@ -19,6 +19,7 @@ from cases.models import Agreement, FileState, Finding, OverruleReason, Review, 
 from cases.selectors import studies_for_user, user_can_review
 from cases.services import study_transition
 from cases.states import StudyStatus
+from inference.models import AiLabel
 
 S = StudyStatus
 
@@ -136,7 +137,7 @@ def ai_label_of(study: Study) -> str:
     """``pneumonia`` / ``normal`` from the active model's result, or "" when there is none."""
     if study.ai_probability is None:
         return ""
-    return "pneumonia" if study.ai_flagged else "normal"
+    return AiLabel.PNEUMONIA if study.ai_flagged else AiLabel.NORMAL
 
 
 def agreement_of(finding: str, ai_label: str) -> str:
@@ -144,7 +145,7 @@ def agreement_of(finding: str, ai_label: str) -> str:
         return Agreement.NO_AI
     if finding == Finding.INDETERMINATE:
         return Agreement.INDETERMINATE
-    agrees = (finding == Finding.PNEUMONIA) == (ai_label == "pneumonia")
+    agrees = (finding == Finding.PNEUMONIA) == (ai_label == AiLabel.PNEUMONIA)
     return Agreement.AGREE if agrees else Agreement.DISAGREE
 
 

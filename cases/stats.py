@@ -20,7 +20,7 @@ from cases.models import Finding, OverruleReason, Review, Study, User
 from cases.selectors import studies_for_user
 from cases.states import StudyStatus
 from inference.broker import queue_length
-from inference.models import ModelVersion
+from inference.models import AiLabel, ModelVersion
 
 MAX_DAYS = 366
 S = StudyStatus
@@ -149,7 +149,7 @@ def agreement_figures(version: ModelVersion, rows: list[dict]) -> dict:
 def _cell(ai_label: str, finding: str) -> str:
     if finding == Finding.INDETERMINATE:
         return "indeterminate"
-    ai_positive, rad_positive = ai_label == "pneumonia", finding == Finding.PNEUMONIA
+    ai_positive, rad_positive = ai_label == AiLabel.PNEUMONIA, finding == Finding.PNEUMONIA
     if ai_positive:
         return "tp" if rad_positive else "fp"
     return "fn" if rad_positive else "tn"

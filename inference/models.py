@@ -47,6 +47,17 @@ class ModelVersion(models.Model):
         return f"{self.name} {self.version}"
 
 
+class AiLabel(models.TextChoices):
+    """The AI's verdict on an image or study: its probability against the model version's threshold."""
+
+    PNEUMONIA = "pneumonia", "Pneumonia suspected"
+    NORMAL = "normal", "Normal"
+
+    @classmethod
+    def of(cls, probability: float, threshold: float) -> AiLabel:
+        return cls.PNEUMONIA if probability >= threshold else cls.NORMAL
+
+
 class PredictionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
@@ -63,7 +74,7 @@ class Prediction(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True, help_text="Celery task id holding the lease")
     probability = models.FloatField(null=True, blank=True)
-    label = models.CharField(max_length=16, blank=True)
+    label = models.CharField(max_length=16, choices=AiLabel.choices, blank=True)
     threshold = models.FloatField(null=True, blank=True, help_text="The model's threshold when it ran")
     heatmap = models.JSONField(null=True, blank=True, help_text="Grad-CAM grid, rows of values in [0, 1]")
     input_sha256 = models.CharField(max_length=64, blank=True)

@@ -29,7 +29,7 @@ from cases.models import Eligibility, Image, Study
 from cases.services import study_transition
 from cases.states import AI_PENDING, StudyStatus
 from inference import runtime
-from inference.models import ModelVersion, Prediction, PredictionStatus
+from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
 from inference.registry import active_model_version
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ def _model_input(image: Image, version: ModelVersion) -> tuple[object, float]:
         filename=image.original_filename or image.file.name,
         max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
         max_pixels=settings.PNEUMO_MAX_PIXELS,
+        decode_threads=settings.PNEUMO_DECODE_THREADS,
     )
     if decoded.model_image is None:
         raise DecodeError("The image has no single frame the AI can read")
@@ -198,7 +199,7 @@ def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
             error="",
             probability=result.probability,
             threshold=threshold,
-            label="pneumonia" if result.probability >= threshold else "normal",
+            label=AiLabel.of(result.probability, threshold),
             heatmap=[[round(float(v), 5) for v in row] for row in result.heatmap],
             input_sha256=result.input_sha256,
             queue_wait_ms=max(0.0, (prediction.started_at - queued).total_seconds() * 1000),

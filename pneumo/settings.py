@@ -327,7 +327,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "cases.states.StudyStatus"},
+    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "cases.states.StudyStatus", "AiLabelEnum": "inference.models.AiLabel"},
 }
 
 # --- Logging: no patient data leaves in a log line ---------------------------------------

@@ -24,7 +24,7 @@ from cases.models import (
     Study,
 )
 from cases.states import StudyStatus
-from inference.models import ModelVersion, Prediction
+from inference.models import AiLabel, ModelVersion, Prediction
 
 AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
 UNCONFIRMED = "unconfirmed"
@@ -127,6 +127,7 @@ class ModelVersionSummarySerializer(serializers.ModelSerializer):
 
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = ModelVersionSummarySerializer(read_only=True)
+    label = serializers.ChoiceField(choices=AiLabel.choices, allow_blank=True, read_only=True)
     ai_result_confirmed = serializers.SerializerMethodField(
         help_text="False until a radiologist signed the study and agreed with the AI"
     )
@@ -205,6 +206,7 @@ class ImageSerializer(serializers.ModelSerializer):
 
 class ReviewSerializer(serializers.ModelSerializer):
     reason = serializers.ChoiceField(choices=OverruleReason.choices, allow_blank=True, read_only=True)
+    ai_label = serializers.ChoiceField(choices=AiLabel.choices, allow_blank=True, read_only=True)
     radiologist = serializers.CharField(source="radiologist.signature_name", read_only=True)
     model_version = ModelVersionSummarySerializer(read_only=True, allow_null=True)
     report = serializers.CharField(source="report_text", read_only=True)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from cases.models import Image, Patient, Priority, Site, Study
 from cases.states import StudyStatus
-from inference.models import ModelVersion, Prediction, PredictionStatus
+from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
 from tests.dicom_factory import make_dicom
 
 _counter = itertools.count(1)
@@ -87,7 +87,7 @@ def prediction_succeeded(
         preprocessing_version=version.preprocessing_version,
         status=PredictionStatus.SUCCEEDED,
         probability=probability,
-        label="pneumonia" if probability >= version.threshold else "normal",
+        label=AiLabel.of(probability, version.threshold),
         threshold=version.threshold,
         heatmap=heatmap if heatmap is not None else HEATMAP,
         outside_validated_use=bool(outside_reason),
