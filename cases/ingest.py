@@ -29,6 +29,7 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, zero_preamble
 from cases.models import Image, Patient, Priority, Site, Study, User
+from inference.model_input import input_grid_make
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion
@@ -298,28 +299,10 @@ def _storage_name(decoded: DecodedImage, sha256: str) -> str:
     return f"studies/{timezone.now():%Y/%m}/{sha256[:2]}/{sha256}.{ext}"
 
 
-def _model_input(decoded: DecodedImage, version: ModelVersion | None) -> tuple[bytes | None, str]:
-    """The active model's input grid as a small PNG, for the worker (see classifier.reduce_to_input_grid).
-
-    Another model version (activated later) decodes the stored original again instead.
-    """
-    from PIL import Image as PILImage
-
-    from inference.classifier import PREPROCESSING_VERSION, PREPROCESSINGS, reduce_to_input_grid
-
-    preprocessing = PREPROCESSINGS.get(version.preprocessing_version if version else PREPROCESSING_VERSION)
-    if decoded.model_image is None or preprocessing is None:
-        # No grid for a preprocessing this code does not know: the upload is still stored, and
-        # the worker decodes the original (and reports the model's problem on the prediction).
-        return None, ""
-    buffer = io.BytesIO()
-    PILImage.fromarray(reduce_to_input_grid(decoded.model_image, preprocessing)).save(buffer, format="PNG")
-    return buffer.getvalue(), preprocessing.name
-
-
 def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: ModelVersion | None) -> dict:
     meta = decoded.metadata
-    model_input, model_input_version = _model_input(decoded, version)
+    # The active version's input grid, kept for the worker; another version decodes the original.
+    grid = input_grid_make(decoded.model_image, version.preprocessing_version if version else None)
     spacing = meta.pixel_spacing
     center, width = decoded.default_window or (None, None)
     return {
@@ -342,8 +325,8 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: 
         "patient_age_years": ident.age_years,
         "ai_eligibility": eligibility.status,
         "ai_eligibility_reason": eligibility.reason,
-        "model_input": model_input,
-        "model_input_version": model_input_version,
+        "model_input": grid.png if grid else None,
+        "model_input_version": grid.preprocessing_version if grid else "",
     }
 
 

@@ -7,22 +7,15 @@ whatever its eligibility. Metrics in plain NumPy so workers need nothing more.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cases.imaging import DecodeError, decode
+from cases.imaging import DecodeError
+from inference.model_input import DecodeLimits, original_model_image
 
 LABELS = ("NORMAL", "PNEUMONIA")
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ""}
-
-
-@dataclass(frozen=True)
-class Scored:
-    path: Path
-    label: int
-    probability: float
 
 
 def labelled_files(root: Path) -> Iterator[tuple[Path, int]]:
@@ -36,11 +29,11 @@ def labelled_files(root: Path) -> Iterator[tuple[Path, int]]:
 
 
 def model_input(path: Path, max_bytes: int, max_pixels: int) -> np.ndarray | None:
+    """What the worker would feed the model from this file, or None when it has nothing to feed."""
     try:
-        decoded = decode(path.read_bytes(), filename=path.name, max_bytes=max_bytes, max_pixels=max_pixels)
+        return original_model_image(path.read_bytes(), filename=path.name, limits=DecodeLimits(max_bytes, max_pixels))
     except DecodeError:
         return None
-    return decoded.model_image
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -8,7 +8,6 @@ worker died takes it over; the attempt cap ends poison inputs.
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import time
@@ -21,14 +20,13 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
-from PIL import Image as PILImage
 
 from cases.audit import audit_record
-from cases.imaging import DecodeError, decode
 from cases.models import Eligibility, Image, Study
 from cases.services import study_transition
 from cases.states import AI_PENDING, StudyStatus
 from inference import runtime
+from inference.model_input import DecodeLimits, InputGrid, model_image_load
 from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
 from inference.registry import active_model_version
 
@@ -150,24 +148,26 @@ def _fail_if_exhausted(prediction_id: int, now) -> None:
         study_ai_refresh(study_id=prediction.image.study_id)
 
 
-def _model_input(image: Image, version: ModelVersion) -> tuple[object, float]:
-    """The 8-bit image for the model: the grid kept at ingest, else the stored original decoded again."""
-    started = time.perf_counter()
-    if image.model_input and image.model_input_version == version.preprocessing_version:
-        with PILImage.open(io.BytesIO(bytes(image.model_input))) as grid:
-            return np.asarray(grid), (time.perf_counter() - started) * 1000
+def _stored_bytes(image: Image) -> bytes:
     with default_storage.open(image.file.name, "rb") as handle:
-        data = handle.read()
-    decoded = decode(
-        data,
+        return handle.read()
+
+
+def _model_image(image: Image, version: ModelVersion) -> tuple[np.ndarray, float]:
+    """The image's model input (see ``inference.model_input``) and the milliseconds it took."""
+    started = time.perf_counter()
+    model_image = model_image_load(
+        grid=InputGrid(bytes(image.model_input), image.model_input_version) if image.model_input else None,
+        preprocessing_version=version.preprocessing_version,
+        read_original=lambda: _stored_bytes(image),
         filename=image.original_filename or image.file.name,
-        max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
-        max_pixels=settings.PNEUMO_MAX_PIXELS,
-        decode_threads=settings.PNEUMO_DECODE_THREADS,
+        limits=DecodeLimits(
+            max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
+            max_pixels=settings.PNEUMO_MAX_PIXELS,
+            decode_threads=settings.PNEUMO_DECODE_THREADS,
+        ),
     )
-    if decoded.model_image is None:
-        raise DecodeError("The image has no single frame the AI can read")
-    return decoded.model_image, (time.perf_counter() - started) * 1000
+    return model_image, (time.perf_counter() - started) * 1000
 
 
 def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "") -> RunOutcome:
@@ -179,7 +179,7 @@ def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "")
         current = Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first()
         return RunOutcome(prediction_id, False, current or "missing")
     study_ai_refresh(study_id=prediction.image.study_id)
-    model_image, decode_ms = _model_input(prediction.image, prediction.model_version)
+    model_image, decode_ms = _model_image(prediction.image, prediction.model_version)
     result = runtime.classifier_for(prediction.model_version).predict(model_image)
     _prediction_store(prediction, result, decode_ms)
     return RunOutcome(prediction_id, True, P.SUCCEEDED)
