@@ -24,7 +24,7 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.models import Eligibility, Image, Study
 from cases.services import study_transition
-from cases.states import AI_PENDING, StudyStatus
+from cases.states import StudyStatus, status_after_ai
 from inference import runtime
 from inference.model_input import DecodeLimits, InputGrid, model_image_load
 from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
@@ -291,19 +291,16 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         study.ai_probability = summary["probability"]
         study.ai_flagged = summary["flagged"]
         fields = ["ai_probability", "ai_flagged", "updated_at"]
-        if statuses & {P.PENDING, P.RUNNING}:
-            target = StudyStatus.ANALYZING if P.RUNNING in statuses else StudyStatus.QUEUED
-            reason = ""
-        else:
-            target = StudyStatus.AWAITING_REVIEW
+        done = not statuses & {P.PENDING, P.RUNNING}
+        reason = ""
+        if done:
             reason = "" if P.SUCCEEDED in statuses else (no_ai_reason or _no_ai_reason(study, statuses))
             if study.ai_completed_at is None and statuses:
                 study.ai_completed_at = timezone.now()
                 fields.append("ai_completed_at")
         study.save(update_fields=fields)
-        if study.status in AI_PENDING | {StudyStatus.FAILED} or (
-            study.status == StudyStatus.AWAITING_REVIEW and target != StudyStatus.AWAITING_REVIEW
-        ):
+        target = status_after_ai(study.status, running=P.RUNNING in statuses, pending=P.PENDING in statuses)
+        if target != study.status:
             study_transition(study=study, target=target, reason=reason)
         elif study.status == StudyStatus.AWAITING_REVIEW and reason != study.status_reason:
             study.status_reason = reason

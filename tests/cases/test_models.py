@@ -46,3 +46,25 @@ def test_it_refuses_audit_updates_at_the_database(demo_site, tech) -> None:
         AuditEvent.objects.filter(pk=event.pk).update(action="tampered")
     with pytest.raises(Exception, match="append-only"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).delete()
+
+
+def test_it_turns_a_stored_failed_study_into_one_awaiting_review(demo_site, make_study) -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("cases.migrations.0008_study_status_without_failed")
+    silent = make_study(demo_site, status="failed")
+    explained = make_study(demo_site, status="failed", status_reason="No AI result: no image is eligible for the AI.")
+    reported = make_study(demo_site, status="reported")
+
+    migration.failed_to_awaiting_review(apps, None)
+
+    for study in (silent, explained, reported):
+        study.refresh_from_db()
+    assert (silent.status, silent.status_reason) == ("awaiting_review", migration.NO_AI_REASON)
+    assert (explained.status, explained.status_reason) == (
+        "awaiting_review",
+        "No AI result: no image is eligible for the AI.",
+    )
+    assert reported.status == "reported"

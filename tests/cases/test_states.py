@@ -4,7 +4,7 @@ import pytest
 
 from cases.models import Study
 from cases.services import study_transition
-from cases.states import TRANSITIONS, IllegalTransition, StudyStatus, can_transition
+from cases.states import AI_PENDING, TRANSITIONS, IllegalTransition, StudyStatus, can_transition, status_after_ai
 
 S = StudyStatus
 
@@ -18,7 +18,6 @@ def test_it_knows_every_status() -> None:
         "awaiting_review",
         "in_review",
         "reported",
-        "failed",
     }
 
 
@@ -32,7 +31,6 @@ def test_it_knows_every_status() -> None:
         (S.IN_REVIEW, S.REPORTED),
         (S.IN_REVIEW, S.AWAITING_REVIEW),
         (S.RECEIVED, S.AWAITING_REVIEW),
-        (S.RECEIVED, S.FAILED),
     ],
 )
 def test_it_allows_the_workflow(current: str, target: str) -> None:
@@ -48,12 +46,36 @@ def test_it_allows_the_workflow(current: str, target: str) -> None:
         (S.REPORTED, S.QUEUED),
         (S.REPORTED, S.IN_REVIEW),
         (S.REPORTED, S.AWAITING_REVIEW),
-        (S.FAILED, S.REPORTED),
         (S.RECEIVED, S.IN_REVIEW),
     ],
 )
 def test_it_refuses_illegal_transitions(current: str, target: str) -> None:
     assert not can_transition(current, target)
+
+
+@pytest.mark.parametrize(
+    ("running", "pending", "target"),
+    [
+        (True, True, S.ANALYZING),
+        (True, False, S.ANALYZING),
+        (False, True, S.QUEUED),
+        (False, False, S.AWAITING_REVIEW),
+    ],
+)
+@pytest.mark.parametrize("current", sorted(AI_PENDING | {S.AWAITING_REVIEW}))
+def test_it_lets_the_ai_move_a_study_until_a_radiologist_has_it(
+    current: str, running: bool, pending: bool, target: str
+) -> None:
+    moved = status_after_ai(current, running=running, pending=pending)
+
+    assert moved == target
+    assert moved == current or can_transition(current, moved)
+
+
+@pytest.mark.parametrize("current", [S.IN_REVIEW, S.REPORTED])
+@pytest.mark.parametrize(("running", "pending"), [(True, False), (False, True), (False, False)])
+def test_it_never_lets_the_ai_move_a_study_in_review_or_reported(current: str, running: bool, pending: bool) -> None:
+    assert status_after_ai(current, running=running, pending=pending) == current
 
 
 def test_it_refuses_an_illegal_transition_on_a_study(demo_site, make_study) -> None:
