@@ -11,20 +11,20 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, time
+from datetime import UTC
 
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from cases import selectors
 from cases.audit import audit_record
-from cases.models import AuditEvent, User
+from cases.models import AuditEvent
 
 COLUMNS = ("created_at", "username", "user_id", "action", "object_type", "object_id", "site", "ip_address", "detail")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -82,31 +82,6 @@ def audit_events_csv(queryset: QuerySet[AuditEvent]) -> str:
     return "".join(_csv_lines(_rows(queryset)))
 
 
-def _as_id(value: str) -> int | None:
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
-
-
-def _day_bound(day: date, end: bool) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
-
-
-def audit_events_filtered(*, user: User, filters: dict) -> QuerySet[AuditEvent]:
-    """The events an admin may export, narrowed by action, user, site and day range."""
-    events = selectors.audit_events_for_user(user=user)
-    if filters.get("action"):
-        events = events.filter(action=filters["action"])
-    for name, text_field in (("user", "username"), ("site", "site__code__iexact")):
-        if value := filters.get(name):
-            pk = _as_id(value)
-            by_id = Q(**{f"{name}_id": pk}) if pk is not None else Q(pk__in=[])
-            events = events.filter(Q(**{text_field: value}) | by_id)
-    if filters.get("date_from"):
-        events = events.filter(created_at__gte=_day_bound(filters["date_from"], end=False))
-    if filters.get("date_to"):
-        events = events.filter(created_at__lte=_day_bound(filters["date_to"], end=True))
-    return events
-
-
 def _download(queryset: QuerySet[AuditEvent], request: HttpRequest, filters: dict) -> StreamingHttpResponse:
     audit_record(
         action="audit_export",
@@ -126,12 +101,12 @@ def _download(queryset: QuerySet[AuditEvent], request: HttpRequest, filters: dic
 @require_GET
 def audit_export_csv(request: HttpRequest) -> HttpResponse:
     """``GET ?action=&user=&site=&date_from=&date_to=``: the matching events as a CSV download (admins)."""
-    if not request.user.is_staff:
+    if not selectors.user_is_admin(user=request.user):
         raise PermissionDenied("Only admins export the audit trail.")
     form = AuditExportFilters(request.GET)
     if not form.is_valid():
         return JsonResponse({"detail": "Invalid filters", "errors": form.errors}, status=400)
-    events = audit_events_filtered(user=request.user, filters=form.cleaned_data)
+    events = selectors.audit_events_filtered(user=request.user, filters=form.cleaned_data)
     return _download(events, request, form.cleaned_data)
 
 

@@ -1,4 +1,4 @@
-"""Handing stored files to the client after the caller checked access.
+"""Handing stored files to the client after an access check (pages and API alike).
 
 Behind nginx, ``PNEUMO_SENDFILE_HEADER=X-Accel-Redirect`` lets the web server
 send the bytes from an internal location; otherwise Django streams them.
@@ -11,8 +11,10 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 
+from cases import selectors
+from cases.audit import audit_record
 from cases.models import Image
 
 CONTENT_TYPES = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg"}
@@ -36,3 +38,10 @@ def file_response(image: Image) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def image_download(*, request: HttpRequest, pk: int) -> HttpResponse:
+    """The user's original file (404 if not theirs), the download audited."""
+    image = selectors.image_for_user(user=request.user, pk=pk)
+    audit_record(action="download_image", user=request.user, obj=image, request=request)
+    return file_response(image)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
-from cases.ingest import ManualPatient
-from cases.models import Priority, Sex, Site
+from cases import selectors
+from cases.models import Priority, Sex, Site, User
 
 
 class UploadForm(forms.Form):
@@ -18,27 +18,13 @@ class UploadForm(forms.Form):
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
     study_description = forms.CharField(max_length=200, required=False)
 
-    def __init__(self, *args, sites=None, **kwargs) -> None:
+    def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["site"].queryset = sites if sites is not None else Site.objects.none()
+        self.user = user
+        self.fields["site"].queryset = selectors.sites_for_user(user=user)
 
     def clean_site(self) -> Site:
-        site = self.cleaned_data.get("site")
-        sites = list(self.fields["site"].queryset[:2])
+        site = selectors.upload_site_for_user(user=self.user, chosen=self.cleaned_data.get("site"))
         if site is None:
-            if len(sites) != 1:
-                raise forms.ValidationError("Choose the site these studies belong to.")
-            site = sites[0]
+            raise forms.ValidationError(selectors.UPLOAD_SITE_REQUIRED)
         return site
-
-    def manual_patient(self, *, user_key: str) -> ManualPatient:
-        data = self.cleaned_data
-        batch = data.get("batch") or ""
-        return ManualPatient(
-            patient_id=data.get("patient_id") or "",
-            name=data.get("patient_name") or "",
-            birth_date=data.get("birth_date"),
-            sex=data.get("sex") or "",
-            study_description=data.get("study_description") or "",
-            batch_key=f"{user_key}:{batch}" if batch else "",
-        )

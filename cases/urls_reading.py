@@ -19,6 +19,5 @@ urlpatterns = [
     path("images/<int:pk>/pixels", views.image_pixels, name="image_pixels"),
     path("images/<int:pk>/render.png", views.image_render, name="image_render"),
     path("images/<int:pk>/heatmap.png", views.image_heatmap, name="image_heatmap"),
-    path("images/<int:pk>/heatmap.json", views.image_heatmap_json, name="image_heatmap_json"),
     path("dashboard/", views.dashboard, name="dashboard"),
 ]

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -15,9 +14,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cases import selectors
 from cases.audit import audit_record
-from cases.downloads import file_response
+from cases.downloads import image_download
+from cases.edges import upload_ingest, upload_result
 from cases.forms import UploadForm
-from cases.ingest import IncomingFile, studies_ingest
 from inference.broker import broker_ping, workers_alive
 
 _HEALTH_CACHE: dict[str, tuple[float, object]] = {}
@@ -77,7 +76,7 @@ def _upload_allowed(request: HttpRequest) -> None:
 @login_required
 def upload(request: HttpRequest) -> HttpResponse:
     _upload_allowed(request)
-    form = UploadForm(sites=selectors.sites_for_user(user=request.user))
+    form = UploadForm(user=request.user)
     return render(request, "cases/upload.html", {"form": form, "max_upload_mb": settings.PNEUMO_MAX_UPLOAD_BYTES >> 20})
 
 
@@ -86,22 +85,14 @@ def upload(request: HttpRequest) -> HttpResponse:
 def upload_files(request: HttpRequest) -> JsonResponse:
     """Store the posted files; one JSON line per file: stored, duplicate or refused, and why."""
     _upload_allowed(request)
-    form = UploadForm(request.POST, sites=selectors.sites_for_user(user=request.user))
+    form = UploadForm(request.POST, user=request.user)
     if not form.is_valid():
         return JsonResponse({"detail": "Invalid upload form", "errors": form.errors}, status=400)
-    files = [IncomingFile(f.name, f.read()) for f in request.FILES.getlist("files")]
+    files = request.FILES.getlist("files")
     if not files:
         return JsonResponse({"detail": "No file was sent"}, status=400)
-    report = studies_ingest(
-        files=files,
-        site=form.cleaned_data["site"],
-        user=request.user,
-        priority=form.cleaned_data["priority"],
-        manual=form.manual_patient(user_key=str(request.user.pk)),
-        request=request,
-    )
-    body = {"files": [asdict(f) for f in report.files], "study_ids": report.study_ids}
-    return JsonResponse(body, status=200 if report.accepted else 400)
+    report = upload_ingest(request=request, files=files, fields=form.cleaned_data, site=form.cleaned_data["site"])
+    return JsonResponse(upload_result(report), status=200 if report.accepted else 400)
 
 
 # --- Studies (every role) ---------------------------------------------------------------
@@ -125,9 +116,7 @@ def study_statuses(request: HttpRequest) -> JsonResponse:
 
 @login_required
 def image_file(request: HttpRequest, pk: int) -> HttpResponse:
-    image = selectors.image_for_user(user=request.user, pk=pk)
-    audit_record(action="download_image", user=request.user, obj=image, request=request)
-    return file_response(image)
+    return image_download(request=request, pk=pk)
 
 
 @require_GET
@@ -136,7 +125,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus scrape: ``Authorization: Bearer $PNEUMO_METRICS_TOKEN``, or an admin's session."""
     token = settings.PNEUMO_METRICS_TOKEN
     bearer = request.headers.get("Authorization", "") == f"Bearer {token}" if token else False
-    if not (bearer or (request.user.is_authenticated and request.user.is_staff)):
+    if not (bearer or selectors.user_is_admin(user=request.user)):
         return HttpResponse(status=404)
     from prometheus_client import CONTENT_TYPE_LATEST
 

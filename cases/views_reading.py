@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cases import pictures, reviews, selectors
 from cases.audit import audit_record
+from cases.edges import drawn, heatmap_viewed, image_viewed, no_store, png_response, review_error_status
 from cases.models import Finding, Image, OverruleReason, Priority, Review, Study, User
 from cases.reviews import ReadingInput, ReviewError
 from cases.states import REVIEWABLE, StudyStatus
@@ -36,25 +37,17 @@ from cases.worklist import (
     waiting_text,
     worklist_alerts,
     worklist_change_token,
+    worklist_filters_from,
     worklist_for_user,
     worklist_row,
 )
 from inference.models import Prediction, PredictionStatus
 from inference.registry import active_model_version
+from inference.selectors import prediction_has_heatmap, predictions_current_by_image
 
 FILTERS_SESSION_KEY = "pneumo_worklist_filters"
-ERROR_STATUS = {"invalid": 400, "forbidden": 403, "conflict": 409}
 POLL_SECONDS = 1  # the version check is one indexed query; rows are fetched only on change
 TOUCH_SECONDS = 60
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
-def _no_store(response: HttpResponse) -> HttpResponse:
-    response["Cache-Control"] = "private, no-store"
-    return response
 
 
 # --- Worklist ---------------------------------------------------------------------------
@@ -66,7 +59,12 @@ class WorklistFilterForm(forms.Form):
     )
     site = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
-    flagged = forms.ChoiceField(choices=[("", "AI: any"), ("yes", "AI-flagged"), ("no", "Not flagged")], required=False)
+    flagged = forms.TypedChoiceField(
+        choices=[("", "AI: any"), ("yes", "AI-flagged"), ("no", "Not flagged")],
+        coerce=lambda value: value == "yes",
+        empty_value=None,
+        required=False,
+    )
     date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     search = forms.CharField(max_length=100, required=False, strip=True)
@@ -79,24 +77,14 @@ class WorklistFilterForm(forms.Form):
         self.fields["site"].choices = [("", "All my sites")] + [(s.pk, s.code) for s in sites]
 
     def worklist_filters(self) -> WorklistFilters:
-        data = self.cleaned_data if self.is_valid() else {}
-        flagged = {"yes": True, "no": False}.get(data.get("flagged") or "")
-        return WorklistFilters(
-            statuses=(data["status"],) if data.get("status") else (),
-            site_ids=(data["site"],) if data.get("site") else (),
-            priorities=(data["priority"],) if data.get("priority") else (),
-            flagged=flagged,
-            date_from=data.get("date_from"),
-            date_to=data.get("date_to"),
-            search=data.get("search") or "",
-        )
+        return worklist_filters_from(self.cleaned_data if self.is_valid() else {})
 
     def page_size(self) -> int:
         return (self.cleaned_data.get("per_page") if self.is_valid() else None) or DEFAULT_PAGE_SIZE
 
 
 def _worklist_allowed(user: User) -> None:
-    if not (user.is_radiologist or user.is_staff):
+    if not selectors.user_can_read_worklist(user=user):
         raise PermissionDenied("The worklist is for radiologists and admins.")
 
 
@@ -139,9 +127,9 @@ def worklist(request: HttpRequest) -> HttpResponse:
         "poll_seconds": POLL_SECONDS,
         "version": worklist_change_token(user=request.user),
         "now": timezone.now(),
-        "alerts_enabled": request.user.is_radiologist,
+        "alerts_enabled": selectors.user_can_review(user=request.user),
     }
-    return _no_store(render(request, "reading/worklist.html", context))
+    return no_store(render(request, "reading/worklist.html", context))
 
 
 def _worklist_filters_save(request: HttpRequest) -> HttpResponse:
@@ -180,7 +168,7 @@ def worklist_rows(request: HttpRequest) -> JsonResponse:
     page, rows = _worklist_page(request, form)
     now = timezone.now()
     since = parse_datetime(request.GET.get("since", "")) or now
-    alerts = worklist_alerts(user=request.user, since=since) if request.user.is_radiologist else []
+    alerts = worklist_alerts(user=request.user, since=since) if selectors.user_can_review(user=request.user) else []
     fingerprint = rows_fingerprint(rows)
     # Rendering is most of a poll's cost: skip it when the page looks the same as last time.
     unchanged = request.GET.get("fp") == fingerprint
@@ -233,18 +221,7 @@ def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
     study = selectors.study_for_user(user=request.user, pk=pk)
     study, claim_error = _claim_on_open(request, study)
     audit_record(action="view_study", user=request.user, obj=study, request=request)
-    return _no_store(render(request, "reading/study.html", _study_context(request, study, claim_error=claim_error)))
-
-
-def _predictions_by_image(study: Study) -> dict[int, Prediction]:
-    """Each image's result from the active model, else its newest, in one query."""
-    chosen: dict[int, Prediction] = {}
-    rows = Prediction.objects.filter(image__study=study).select_related("model_version").order_by("-created_at")
-    for prediction in rows:
-        current = chosen.get(prediction.image_id)
-        if current is None or (prediction.model_version.is_active and not current.model_version.is_active):
-            chosen[prediction.image_id] = prediction
-    return chosen
+    return no_store(render(request, "reading/study.html", _study_context(request, study, claim_error=claim_error)))
 
 
 def _priors(request: HttpRequest, study: Study) -> list[Study]:
@@ -269,8 +246,8 @@ def _study_context(
     amendment_reason: str = "",
 ) -> dict:
     user = request.user
-    predictions = _predictions_by_image(study)
-    images = [{"image": image, "prediction": predictions.get(image.pk)} for image in study.images.all()]
+    predictions = predictions_current_by_image(study=study)
+    images = [_image_item(image, predictions.get(image.pk)) for image in study.images.all()]
     history = list(selectors.reviews_for_study(study=study))
     can_review = selectors.user_can_review(user=user)
     mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
@@ -291,7 +268,7 @@ def _study_context(
         "claimed_by_other": by_other,
         "can_sign": can_review and study.status in REVIEWABLE and claim_error is None and not by_other,
         "can_amend": can_review and study.status == StudyStatus.REPORTED and bool(history),
-        "can_release": study.status == StudyStatus.IN_REVIEW and (mine or user.is_staff),
+        "can_release": study.status == StudyStatus.IN_REVIEW and (mine or selectors.user_is_admin(user=user)),
         "reading": reading or ReadingInput(finding=""),
         "error": error,
         "amendment_reason": amendment_reason,
@@ -304,6 +281,10 @@ def _study_context(
     }
 
 
+def _image_item(image: Image, prediction: Prediction | None) -> dict:
+    return {"image": image, "prediction": prediction, "has_heatmap": prediction_has_heatmap(prediction)}
+
+
 def _reading_input(request: HttpRequest) -> ReadingInput:
     post = request.POST
     return ReadingInput(
@@ -314,12 +295,9 @@ def _reading_input(request: HttpRequest) -> ReadingInput:
 def _reading_refused(
     request: HttpRequest, study: Study, error: ReviewError, reading: ReadingInput, amendment_reason: str = ""
 ) -> HttpResponse:
-    status = ERROR_STATUS.get(error.code, 400)
-    if _wants_json(request):
-        return JsonResponse({"detail": error.message, "code": error.code, "field": error.field}, status=status)
     study.refresh_from_db()
     context = _study_context(request, study, reading=reading, error=error, amendment_reason=amendment_reason)
-    return render(request, "reading/study.html", context, status=status)
+    return render(request, "reading/study.html", context, status=review_error_status(error))
 
 
 @login_required
@@ -335,8 +313,6 @@ def study_sign(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _signed(request: HttpRequest, review: Review, message: str) -> HttpResponse:
-    if _wants_json(request):
-        return JsonResponse({"review_id": review.pk, "version": review.version, "agreement": review.agreement})
     messages.success(request, message)
     return redirect("study_detail", pk=review.study_id)
 
@@ -362,14 +338,11 @@ def study_release(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         study = reviews.study_release(study_id=study.pk, user=request.user, request=request)
     except ReviewError as error:
-        if _wants_json(request):
-            return JsonResponse({"detail": error.message, "code": error.code}, status=ERROR_STATUS[error.code])
+        # The study page again, with the reason and the refusal's status code.
         messages.error(request, error.message)
-        return redirect("study_detail", pk=study.pk)
-    if _wants_json(request):
-        return JsonResponse({"status": study.status})
+        return render(request, "reading/study.html", _study_context(request, study), status=review_error_status(error))
     messages.info(request, "Study released back to the worklist.")
-    return redirect("worklist" if request.user.is_radiologist or request.user.is_staff else "studies")
+    return redirect("worklist" if selectors.user_can_read_worklist(user=request.user) else "studies")
 
 
 @login_required
@@ -392,16 +365,10 @@ def study_report(request: HttpRequest, pk: int) -> HttpResponse:
     study = selectors.study_for_user(user=request.user, pk=pk)
     audit_record(action="view_report", user=request.user, obj=study, request=request)
     context = _study_context(request, study) | {"printed_at": timezone.now()}
-    return _no_store(render(request, "reading/report.html", context))
+    return no_store(render(request, "reading/report.html", context))
 
 
 # --- Image renders (the viewer, thumbnails, the report) ----------------------------------------
-
-
-def _viewable_image(request: HttpRequest, pk: int, what: str) -> Image:
-    image = selectors.image_for_user(user=request.user, pk=pk)
-    audit_record(action="view_image", user=request.user, obj=image, request=request, rendering=what)
-    return image
 
 
 def _number(request: HttpRequest, name: str) -> float | None:
@@ -412,74 +379,40 @@ def _number(request: HttpRequest, name: str) -> float | None:
     return value if value == value and abs(value) < 1e9 else None  # value == value: not NaN
 
 
-def _png(data: bytes) -> HttpResponse:
-    response = HttpResponse(data, content_type="image/png")
-    response["X-Content-Type-Options"] = "nosniff"
-    return _no_store(response)
+def _size(request: HttpRequest, name: str) -> int | None:
+    size = _number(request, name)
+    return int(size) if size else None
 
 
 @login_required
 @require_GET
 def image_pixels(request: HttpRequest, pk: int) -> HttpResponse:
     """Raw little-endian uint16 display values for the viewer; size, offset and window in headers."""
-    image = _viewable_image(request, pk, "pixels")
-    try:
-        data, meta = pictures.image_source_pixels(image)
-    except pictures.RenderUnavailable as exc:
-        raise Http404(str(exc)) from exc
+    image = image_viewed(request=request, pk=pk, rendering="pixels")
+    data, meta = drawn(lambda: pictures.image_source_pixels(image))
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
     response = HttpResponse(pictures.gzip_bytes(data) if gzipped else data, content_type="application/octet-stream")
     if gzipped:
         response["Content-Encoding"] = "gzip"
     for key, value in meta.items():
         response[f"X-Pneumo-{key.replace('_', '-').title()}"] = str(value)
-    return _no_store(response)
+    return no_store(response)
 
 
 @login_required
 @require_GET
 def image_render(request: HttpRequest, pk: int) -> HttpResponse:
-    image = _viewable_image(request, pk, "render")
-    size = _number(request, "max_size")
-    try:
-        png = pictures.render_image_png(
-            image,
-            max_size=int(size) if size else None,
-            center=_number(request, "center"),
-            width=_number(request, "width"),
-        )
-    except pictures.RenderUnavailable as exc:
-        raise Http404(str(exc)) from exc
-    return _png(png)
-
-
-def _image_prediction(request: HttpRequest, pk: int, what: str) -> Prediction:
-    image = _viewable_image(request, pk, what)
-    prediction = _predictions_by_image(image.study).get(image.pk)
-    if prediction is None or prediction.status != PredictionStatus.SUCCEEDED or not prediction.heatmap:
-        raise Http404("This image has no AI heatmap.")
-    return prediction
+    image = image_viewed(request=request, pk=pk, rendering="render")
+    window = {"center": _number(request, "center"), "width": _number(request, "width")}
+    return png_response(drawn(lambda: pictures.render_image_png(image, max_size=_size(request, "max_size"), **window)))
 
 
 @login_required
 @require_GET
 def image_heatmap(request: HttpRequest, pk: int) -> HttpResponse:
-    prediction = _image_prediction(request, pk, "heatmap")
-    size = _number(request, "size")
-    try:
-        return _png(pictures.heatmap_overlay_png(prediction, size=int(size) if size else None))
-    except pictures.RenderUnavailable as exc:
-        raise Http404(str(exc)) from exc
-
-
-@login_required
-@require_GET
-def image_heatmap_json(request: HttpRequest, pk: int) -> JsonResponse:
-    prediction = _image_prediction(request, pk, "heatmap_json")
-    try:
-        return _no_store(JsonResponse(pictures.heatmap_grid(prediction)))
-    except pictures.RenderUnavailable as exc:
-        raise Http404(str(exc)) from exc
+    prediction = heatmap_viewed(request=request, pk=pk, rendering="png")
+    size = _size(request, "size")
+    return png_response(drawn(lambda: pictures.heatmap_overlay_png(prediction, size=size)), unconfirmed=True)
 
 
 # --- Dashboard ------------------------------------------------------------------------------
@@ -514,7 +447,7 @@ def _dashboard_context(stats: dict) -> dict:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    if not (request.user.is_staff or request.user.is_radiologist):
+    if not selectors.user_can_see_stats(user=request.user):
         raise PermissionDenied("The dashboard is for radiologists and admins.")
     days = 14 if request.GET.get("days") == "14" else 30
     stats = dashboard_stats(user=request.user, days=days)

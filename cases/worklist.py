@@ -10,8 +10,10 @@ note of the active model's predictions by a correlated subquery.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.db.models import (
     Case,
@@ -20,6 +22,7 @@ from django.db.models import (
     Exists,
     F,
     FloatField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -54,6 +57,31 @@ class WorklistFilters:
     @property
     def active(self) -> bool:
         return self != WorklistFilters()
+
+
+def worklist_filters_from(fields: Mapping[str, Any]) -> WorklistFilters:
+    """The worklist page's form and the API's query, read alike.
+
+    ``status`` and ``priority`` are a value or a collection of them; ``site`` is a
+    site id the caller already checked is the user's; an empty value filters nothing.
+    """
+    return WorklistFilters(
+        statuses=_values(fields.get("status")),
+        site_ids=_values(fields.get("site")),
+        priorities=_values(fields.get("priority")),
+        flagged=fields.get("flagged"),
+        date_from=fields.get("date_from"),
+        date_to=fields.get("date_to"),
+        search=fields.get("search") or "",
+    )
+
+
+def _values(value: Any) -> tuple:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str | int):
+        return (value,)
+    return tuple(sorted(value))
 
 
 def _outside_use_predictions() -> QuerySet[Prediction]:
@@ -221,10 +249,6 @@ def waiting_text(seconds: int) -> str:
 
 def worklist_change_token(*, user: User) -> str:
     """Changes whenever a study at the user's sites changes (status, AI result, claim, priority)."""
-    from django.db.models import Count, Max
-
-    from cases.selectors import studies_for_user
-
     agg = studies_for_user(user=user).order_by().aggregate(latest=Max("updated_at"), n=Count("pk"))
     latest = agg["latest"].isoformat() if agg["latest"] else "-"
     return f"{latest}/{agg['n']}"

@@ -1,4 +1,4 @@
-"""Role checks per action. Which objects a user sees is the selectors' job, not these classes'."""
+"""Role checks per action, each a ``user_can_*`` selector; which objects a user sees is the object selectors' job."""
 
 from __future__ import annotations
 
@@ -6,25 +6,21 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from cases.selectors import user_can_review, user_can_upload
-
-
-def _is_admin(request: Request) -> bool:
-    return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+from cases.selectors import user_can_read_worklist, user_can_see_stats, user_can_upload, user_is_admin
 
 
 class IsAdmin(BasePermission):
     message = "Only admins can do this."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return _is_admin(request)
+        return user_is_admin(user=request.user)
 
 
 class ReadOrAdminWrites(BasePermission):
     message = "Only admins can change this."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return request.method in SAFE_METHODS or _is_admin(request)
+        return request.method in SAFE_METHODS or user_is_admin(user=request.user)
 
 
 class CanUpload(BasePermission):
@@ -34,8 +30,17 @@ class CanUpload(BasePermission):
         return user_can_upload(user=request.user)
 
 
-class RadiologistOrAdmin(BasePermission):
+class CanReadWorklist(BasePermission):
+    """The worklist and its work: releasing a claim, asking the AI again."""
+
     message = "Only radiologists and admins can do this."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return _is_admin(request) or user_can_review(user=request.user)
+        return user_can_read_worklist(user=request.user)
+
+
+class CanSeeStats(BasePermission):
+    message = "Only radiologists and admins see the dashboard figures."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return user_can_see_stats(user=request.user)

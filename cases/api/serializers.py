@@ -23,12 +23,12 @@ from cases.models import (
     Site,
     Study,
 )
+from cases.selectors import MAX_ID
 from cases.states import StudyStatus
 from inference.models import AiLabel, ModelVersion, Prediction
 
 AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
 UNCONFIRMED = "unconfirmed"
-MAX_ID = 2**63 - 1  # the largest id a database column holds
 AI_REVIEW_CHOICES = [(UNCONFIRMED, "Not yet signed"), *Agreement.choices]
 
 
@@ -587,6 +587,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 class AuditFilterSerializer(serializers.Serializer):
     action = serializers.CharField(required=False, max_length=48)
     user = serializers.CharField(required=False, max_length=150, help_text="Username or user id")
+    site = serializers.CharField(required=False, max_length=32, help_text="Site code or id")
     date_from = serializers.DateField(required=False, help_text="On or after this date")
     date_to = serializers.DateField(required=False, help_text="On or before this date")
 

@@ -8,8 +8,6 @@ read of patient data writes an audit event.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
-from datetime import date, datetime, time
 from typing import Any
 
 from django.contrib.auth import authenticate
@@ -18,12 +16,11 @@ from django.db import transaction
 from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -35,15 +32,23 @@ from rest_framework.response import Response
 from cases import selectors
 from cases.api import serializers as s
 from cases.api.authentication import ExpiringTokenAuthentication
-from cases.api.permissions import CanUpload, IsAdmin, RadiologistOrAdmin, ReadOrAdminWrites
+from cases.api.permissions import CanReadWorklist, CanSeeStats, CanUpload, IsAdmin, ReadOrAdminWrites
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttles import ApiUserThrottle, TokenThrottle, UploadThrottle
 from cases.api.tokens import token_create, token_revoke
 from cases.audit import audit_record
-from cases.downloads import file_response
-from cases.ingest import IncomingFile, ManualPatient, studies_ingest
+from cases.downloads import image_download
+from cases.edges import (
+    drawn,
+    heatmap_viewed,
+    image_viewed,
+    png_response,
+    review_error_status,
+    upload_ingest,
+    upload_result,
+)
 from cases.models import ApiToken, Image, Review, Site, Study, User
-from cases.pictures import RenderUnavailable, heatmap_grid, heatmap_overlay_png, render_image_png
+from cases.pictures import heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
 from inference.models import ModelVersion, Prediction
 from inference.registry import ModelVersionLocked, model_version_create, model_version_update
@@ -117,27 +122,12 @@ def _query(request: Request, serializer_class: type) -> dict[str, Any]:
 def _site_for(user: User, value: str, field: str = "site") -> Site:
     """One of the user's sites by code or id; any other value is a field error, never a hint."""
     sites = selectors.sites_for_user(user=user)
-    pk = _as_id(value)
+    pk = selectors.as_id(value)
     lookup = Q(code__iexact=value) | (Q(pk=pk) if pk is not None else Q())
     site = sites.filter(lookup).first()
     if site is None:
         raise ValidationError({field: ["Unknown site, or not one of yours."]})
     return site
-
-
-def _as_id(value: str) -> int | None:
-    """``value`` as a database id, or None when it is not one (nor could be: ids are 64-bit)."""
-    if not (value.isascii() and value.isdigit() and len(value) <= len(str(s.MAX_ID))):
-        return None
-    return int(value) if int(value) <= s.MAX_ID else None
-
-
-def _day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
-
-def _day_end(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.max))
 
 
 DETAIL = OpenApiResponse(s.DetailSerializer, description="What went wrong")
@@ -307,9 +297,9 @@ def _studies_filtered(studies: QuerySet[Study], user: User, filters: dict[str, A
     if filters.get("flagged") is not None:
         exact["ai_flagged"] = filters["flagged"]
     if filters.get("received_from"):
-        exact["received_at__gte"] = _day_start(filters["received_from"])
+        exact["received_at__gte"] = selectors.day_start(filters["received_from"])
     if filters.get("received_to"):
-        exact["received_at__lte"] = _day_end(filters["received_to"])
+        exact["received_at__lte"] = selectors.day_end(filters["received_to"])
     return studies.filter(**exact).order_by(*s.StudyFilterSerializer.ORDERINGS[filters["ordering"]])
 
 
@@ -358,34 +348,15 @@ class StudyListView(ApiView):
     def post(self, request: Request) -> Response:
         data = _validated(s.UploadSerializer, request.data)
         site = _upload_site(request.user, data.get("site", ""))
-        manual = ManualPatient(
-            patient_id=data["patient_id"],
-            name=data["patient_name"],
-            birth_date=data["birth_date"],
-            sex=data["sex"],
-            study_description=data["study_description"],
-            batch_key=f"{request.user.pk}:{data['batch']}" if data["batch"] else "",
-        )
-        files = [IncomingFile(f.name, f.read()) for f in data["files"]]
-        report = studies_ingest(
-            files=files,
-            site=site,
-            user=request.user,
-            priority=data["priority"],
-            manual=manual,
-            request=request._request,
-        )
-        body = {"files": [asdict(f) for f in report.files], "study_ids": report.study_ids}
-        return Response(body, status=201 if report.accepted else 400)
+        report = upload_ingest(request=request._request, files=data["files"], fields=data, site=site)
+        return Response(upload_result(report), status=201 if report.accepted else 400)
 
 
 def _upload_site(user: User, value: str) -> Site:
-    if value:
-        return _site_for(user, value)
-    sites = list(selectors.sites_for_user(user=user)[:2])
-    if len(sites) != 1:
-        raise ValidationError({"site": ["Choose the site these studies belong to."]})
-    return sites[0]
+    site = selectors.upload_site_for_user(user=user, chosen=_site_for(user, value) if value else None)
+    if site is None:
+        raise ValidationError({"site": [selectors.UPLOAD_SITE_REQUIRED]})
+    return site
 
 
 class StudyDetailView(ApiView):
@@ -410,7 +381,7 @@ class StudyPredictionsView(ApiView):
         from inference.services import predictions_request
 
         study = selectors.study_for_user(user=request.user, pk=pk)
-        _require(self, request, RadiologistOrAdmin)
+        _require(self, request, CanReadWorklist)
         if active_model_version() is None:
             return Response({"detail": "No AI model is active."}, status=409)
         with transaction.atomic():
@@ -430,11 +401,8 @@ class StudyPredictionsView(ApiView):
 
 
 def _review_error_response(error: ReviewError) -> Response:
-    if error.code == "conflict":
-        return Response({"detail": error.message}, status=409)
-    if error.code == "forbidden":
-        return Response({"detail": error.message}, status=403)
-    return Response({error.field: [error.message]} if error.field else {"detail": error.message}, status=400)
+    body = {error.field: [error.message]} if error.field else {"detail": error.message}
+    return Response(body, status=review_error_status(error))
 
 
 class _ReadingView(ApiView):
@@ -471,7 +439,7 @@ class StudyReleaseView(_ReadingView):
     )
     def post(self, request: Request, pk: int) -> Response:
         return self.reading_call(
-            request, pk, lambda: study_release(study_id=pk, user=request.user, request=request), role=RadiologistOrAdmin
+            request, pk, lambda: study_release(study_id=pk, user=request.user, request=request), role=CanReadWorklist
         )
 
 
@@ -516,29 +484,6 @@ class StudyAmendView(_ReadingView):
 # --- Images ----------------------------------------------------------------------------------------------
 
 
-def _png(data: bytes, *, unconfirmed: bool = False) -> HttpResponse:
-    response = HttpResponse(data, content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    if unconfirmed:
-        response["X-Pneumo-AI-Result"] = "unconfirmed until a radiologist signs"
-    return response
-
-
-def _heatmap_prediction(image: Image):
-    from inference.selectors import prediction_current, prediction_succeeded
-
-    prediction = prediction_current(image=image)
-    if not prediction_succeeded(prediction) or not prediction.heatmap:
-        raise NotFound("This image has no AI heatmap.")
-    prediction.image = image
-    return prediction
-
-
-def _not_drawable(error: Exception) -> Response:
-    return Response({"detail": str(error) or "This image cannot be drawn."}, status=404)
-
-
 class ImageFileView(BinaryView):
     @extend_schema(
         responses={
@@ -550,9 +495,7 @@ class ImageFileView(BinaryView):
         summary="Download the original file (attachment)",
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
-        image = selectors.image_for_user(user=request.user, pk=pk)
-        audit_record(action="download_image", user=request.user, obj=image, request=request)
-        return file_response(image)
+        return image_download(request=request, pk=pk)
 
 
 class ImageRenderView(BinaryView):
@@ -563,12 +506,8 @@ class ImageRenderView(BinaryView):
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         params = _query(request, s.RenderParamsSerializer)
-        image = selectors.image_for_user(user=request.user, pk=pk)
-        audit_record(action="view_image", user=request.user, obj=image, request=request)
-        try:
-            return _png(render_image_png(image, **params))
-        except RenderUnavailable as error:
-            return _not_drawable(error)
+        image = image_viewed(request=request, pk=pk, rendering="render")
+        return png_response(drawn(lambda: render_image_png(image, **params)))
 
 
 class ImageHeatmapPngView(BinaryView):
@@ -579,13 +518,8 @@ class ImageHeatmapPngView(BinaryView):
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         params = _query(request, s.HeatmapParamsSerializer)
-        image = selectors.image_for_user(user=request.user, pk=pk)
-        prediction = _heatmap_prediction(image)
-        audit_record(action="view_heatmap", user=request.user, obj=image, request=request)
-        try:
-            return _png(heatmap_overlay_png(prediction, size=params.get("size")), unconfirmed=True)
-        except RenderUnavailable as error:
-            return _not_drawable(error)
+        prediction = heatmap_viewed(request=request, pk=pk, rendering="png")
+        return png_response(drawn(lambda: heatmap_overlay_png(prediction, size=params.get("size"))), unconfirmed=True)
 
 
 class ImageHeatmapJsonView(ApiView):
@@ -594,14 +528,9 @@ class ImageHeatmapJsonView(ApiView):
         summary="The AI heatmap grid and colour map (unconfirmed until signed)",
     )
     def get(self, request: Request, pk: int) -> Response:
-        image = selectors.image_for_user(user=request.user, pk=pk)
-        prediction = _heatmap_prediction(image)
-        audit_record(action="view_heatmap", user=request.user, obj=image, request=request)
-        try:
-            grid = heatmap_grid(prediction)
-        except RenderUnavailable as error:
-            return _not_drawable(error)
-        confirmed = s.ai_review_of(image.study) == "agree"
+        prediction = heatmap_viewed(request=request, pk=pk, rendering="json")
+        grid = drawn(lambda: heatmap_grid(prediction))
+        confirmed = s.ai_review_of(prediction.image.study) == "agree"
         return Response({**grid, "ai_result_confirmed": confirmed, "ai_notice": s.AI_NOTICE})
 
 
@@ -609,7 +538,7 @@ class ImageHeatmapJsonView(ApiView):
 
 
 class WorklistView(ApiView):
-    permission_classes = [IsAuthenticated, RadiologistOrAdmin]
+    permission_classes = [IsAuthenticated, CanReadWorklist]
 
     @extend_schema(
         parameters=[s.WorklistFilterSerializer],
@@ -617,17 +546,11 @@ class WorklistView(ApiView):
         summary="The reading worklist, in the worklist page's order (radiologists and admins)",
     )
     def get(self, request: Request) -> Response:
-        from cases.worklist import WorklistFilters, worklist_for_user
+        from cases.worklist import worklist_filters_from, worklist_for_user
 
         params = _query(request, s.WorklistFilterSerializer)
-        filters = WorklistFilters(
-            statuses=tuple(sorted(params.get("status", ()))),
-            priorities=tuple(sorted(params.get("priority", ()))),
-            site_ids=(_site_for(request.user, params["site"]).pk,) if params.get("site") else (),
-            flagged=params["flagged"],
-            date_from=params.get("date_from"),
-            date_to=params.get("date_to"),
-        )
+        site = _site_for(request.user, params["site"]).pk if params.get("site") else None
+        filters = worklist_filters_from({**params, "site": site})
         page = self.paginate_queryset(worklist_for_user(user=request.user, filters=filters))
         _image_counts_attach(page)
         audit_record(action="view_worklist", user=request.user, request=request, count=len(page))
@@ -701,10 +624,12 @@ def _model_version(pk: int) -> ModelVersion:
 
 
 class StatsView(ApiView):
+    permission_classes = [IsAuthenticated, CanSeeStats]
+
     @extend_schema(
         parameters=[s.StatsParamsSerializer],
-        responses=responses({200: s.StatsSerializer}, 400),
-        summary="Dashboard figures for your sites, including AI-vs-radiologist agreement",
+        responses=responses({200: s.StatsSerializer}, 400, 403),
+        summary="Dashboard figures for your sites, including AI-vs-radiologist agreement (radiologists and admins)",
     )
     def get(self, request: Request) -> Response:
         from cases.stats import dashboard_stats
@@ -723,14 +648,5 @@ class AuditListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = _query(request, s.AuditFilterSerializer)
-        events = selectors.audit_events_for_user(user=request.user)
-        if filters.get("action"):
-            events = events.filter(action=filters["action"])
-        if filters.get("user"):
-            value, user_id = filters["user"], _as_id(filters["user"])
-            events = events.filter(Q(username=value) | (Q(user_id=user_id) if user_id is not None else Q(pk__in=[])))
-        if filters.get("date_from"):
-            events = events.filter(created_at__gte=_day_start(filters["date_from"]))
-        if filters.get("date_to"):
-            events = events.filter(created_at__lte=_day_end(filters["date_to"]))
+        events = selectors.audit_events_filtered(user=request.user, filters=filters)
         return self.paginated(events.order_by("-created_at", "-pk"), s.AuditEventSerializer)

@@ -115,6 +115,14 @@ def test_it_reports_agreement_in_the_stats(world, api, rad, admin_user) -> None:
     assert api(admin_user).get("/api/v1/stats/", {"days": 0}).status_code == 400
 
 
+def test_it_keeps_the_dashboard_figures_from_technicians(world, api, client, tech, rad) -> None:
+    """The figures include AI-vs-radiologist agreement: the API refuses them as the dashboard page does."""
+    assert api(tech).get("/api/v1/stats/").status_code == 403
+    client.force_login(tech)
+    assert client.get("/dashboard/").status_code == 403
+    assert api(rad).get("/api/v1/stats/").status_code == 200
+
+
 def test_it_filters_the_audit_trail(world, api, rad, admin_user) -> None:
     api(rad).get(f"/api/v1/studies/{world.demo.awaiting.pk}/")
     client = api(admin_user)
@@ -125,3 +133,5 @@ def test_it_filters_the_audit_trail(world, api, rad, admin_user) -> None:
     today = timezone.localdate().isoformat()
     assert client.get("/api/v1/audit/", {"date_from": today, "date_to": today}).json()["count"] >= 1
     assert client.get("/api/v1/audit/", {"date_to": "2000-01-01"}).json()["count"] == 0
+    assert client.get("/api/v1/audit/", {"site": "NORTH"}).json()["count"] == 0
+    assert client.get("/api/v1/audit/", {"site": "demo"}).json()["count"] >= 1

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.http import Http404
 
 from cases import selectors
@@ -50,3 +53,43 @@ def test_it_sends_each_role_to_its_start_page(tech, rad, admin_user) -> None:
     assert selectors.user_home_url_name(user=tech) == "upload"
     assert selectors.user_home_url_name(user=rad) == "worklist"
     assert selectors.user_home_url_name(user=admin_user) == "dashboard"
+
+
+# --- Roles: one selector per capability, used by views, the API and the navigation ----------------
+
+# (upload, sign, read the worklist, see the dashboard figures, administer)
+CAPABILITIES = {
+    "tech": (True, False, False, False, False),
+    "rad": (False, True, True, True, False),
+    "admin_user": (True, False, True, True, True),
+}
+
+
+def _capabilities(user) -> tuple[bool, ...]:
+    return (
+        selectors.user_can_upload(user=user),
+        selectors.user_can_review(user=user),
+        selectors.user_can_read_worklist(user=user),
+        selectors.user_can_see_stats(user=user),
+        selectors.user_is_admin(user=user),
+    )
+
+
+@pytest.mark.parametrize("who", CAPABILITIES)
+def test_it_decides_what_each_role_may_do(request, who) -> None:
+    assert _capabilities(request.getfixturevalue(who)) == CAPABILITIES[who]
+
+
+def test_it_lets_an_anonymous_visitor_do_nothing() -> None:
+    assert _capabilities(AnonymousUser()) == (False,) * 5
+    assert selectors.user_role_label(user=AnonymousUser()) == ""
+
+
+@pytest.mark.parametrize("who", CAPABILITIES)
+def test_it_offers_in_the_navigation_exactly_the_pages_the_role_may_open(client, request, who) -> None:
+    client.force_login(request.getfixturevalue(who))
+    html = client.get("/studies/").content.decode()
+    nav = re.search(r'<nav class="mainnav".*?</nav>', html, re.S).group(0)
+    links = set(re.findall(r'href="([^"]+)"', nav))
+    for url in ("/worklist/", "/upload/", "/dashboard/", "/admin/"):
+        assert (url in links) == (client.get(url).status_code == 200), url

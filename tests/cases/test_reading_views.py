@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from cases import pictures
 from cases.models import AuditEvent, Priority, Review, Study
 from cases.states import StudyStatus
-from inference.models import Prediction
+from inference.models import ModelVersion, Prediction, PredictionStatus
 from tests.browser.studies import HEATMAP, study_ready
 from tests.dicom_factory import stored_pixels
 
@@ -40,7 +40,6 @@ def _study_urls(study: Study) -> list[str]:
         f"/images/{image}/pixels",
         f"/images/{image}/render.png",
         f"/images/{image}/heatmap.png",
-        f"/images/{image}/heatmap.json",
     ]
 
 
@@ -199,20 +198,31 @@ def test_it_explains_a_missing_overrule_reason_and_keeps_the_text(client, rad, s
     assert not Review.objects.exists()
 
 
-def test_it_answers_json_clients_with_status_codes(client, rad, colleague_rad, tech, study) -> None:
+def test_it_answers_refused_signatures_with_their_status_codes(client, rad, colleague_rad, tech, study) -> None:
     client.force_login(rad)
     client.get(f"/studies/{study.pk}/")
-    url, json = f"/studies/{study.pk}/sign/", {"HTTP_ACCEPT": "application/json"}
-    refused = client.post(url, {"finding": "no_pneumonia"}, **json)
-    assert (refused.status_code, refused.json()["field"]) == (400, "reason")
+    url = f"/studies/{study.pk}/sign/"
+    refused = client.post(url, {"finding": "no_pneumonia"})
+    assert (refused.status_code, refused.context["error"].field) == (400, "reason")
     client.force_login(colleague_rad)
-    assert client.post(url, {"finding": "pneumonia"}, **json).status_code == 409
+    assert client.post(url, {"finding": "pneumonia"}).status_code == 409
     client.force_login(tech)
-    assert client.post(url, {"finding": "pneumonia"}, **json).status_code == 403
+    assert client.post(url, {"finding": "pneumonia"}).status_code == 403
     client.force_login(rad)
-    signed = client.post(url, {"finding": "no_pneumonia", "reason": "false_positive"}, **json)
-    assert (signed.status_code, signed.json()["agreement"]) == (200, "disagree")
-    assert client.post(url, {"finding": "pneumonia"}, **json).status_code == 409
+    signed = client.post(url, {"finding": "no_pneumonia", "reason": "false_positive"})
+    assert signed.status_code == 302 and Review.objects.get(study=study).agreement == "disagree"
+    assert client.post(url, {"finding": "pneumonia"}).status_code == 409
+
+
+def test_it_answers_html_whatever_the_client_accepts(client, rad, study) -> None:
+    """The pages have no JSON mode: programs use the API."""
+    client.force_login(rad)
+    client.get(f"/studies/{study.pk}/")
+    json = {"HTTP_ACCEPT": "application/json"}
+    refused = client.post(f"/studies/{study.pk}/sign/", {"finding": "no_pneumonia"}, **json)
+    assert refused.status_code == 400 and refused["Content-Type"].startswith("text/html")
+    signed = client.post(f"/studies/{study.pk}/sign/", {"finding": "pneumonia"}, **json)
+    assert signed.status_code == 302 and signed["Location"] == f"/studies/{study.pk}/"
 
 
 def test_it_refuses_a_technicians_signature(client, tech, study) -> None:
@@ -249,8 +259,8 @@ def test_it_refuses_to_release_a_colleagues_claim(client, rad, colleague_rad, st
     client.force_login(rad)
     client.get(f"/studies/{study.pk}/")
     client.force_login(colleague_rad)
-    response = client.post(f"/studies/{study.pk}/release/", HTTP_ACCEPT="application/json")
-    assert response.status_code == 409
+    response = client.post(f"/studies/{study.pk}/release/")
+    assert response.status_code == 409 and b"In review by" in response.content
     assert Study.objects.get(pk=study.pk).claimed_by == rad
 
 
@@ -363,12 +373,42 @@ def test_it_upscales_the_heatmap_bilinearly_between_cell_centres() -> None:
     assert up[0].tolist() == pytest.approx([0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1])
 
 
-def test_it_gives_the_heatmap_grid_and_colour_map_as_json(client, rad, study) -> None:
+def test_it_gives_the_viewer_the_heatmap_grid_and_colour_map_from_the_api(client, rad, study) -> None:
     client.force_login(rad)
     image = study.images.first()
-    body = client.get(f"/images/{image.pk}/heatmap.json").json()
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    url = f"/api/v1/images/{image.pk}/heatmap.json"
+    assert f'data-heatmap-url="{url}"' in page
+    body = client.get(url).json()  # the page's session is enough
     assert (body["rows"], body["columns"], body["values"]) == (5, 5, HEATMAP)
     assert body["colour_map"]["stops"][0][0] == 0.0 and "not a probability" in body["scale_note"]
+
+
+def test_it_shows_the_same_current_result_on_the_page_and_in_the_api(client, rad, study) -> None:
+    # Given a newer, clean result of a retired model beside the active model's result
+    image = study.images.first()
+    active = Prediction.objects.get(image=image)
+    retired = ModelVersion.objects.create(
+        name="retired-model", version="0.1", source_path="old.keras", sha256="b" * 64, threshold=0.5
+    )
+    Prediction.objects.create(
+        image=image,
+        model_version=retired,
+        preprocessing_version="old",
+        status=PredictionStatus.SUCCEEDED,
+        probability=0.1,
+        heatmap=[[0.0]],
+    )
+
+    # When the study page and the API show the image's result and heatmap
+    client.force_login(rad)
+    page = client.get(f"/studies/{study.pk}/").context["images"][0]["prediction"]
+    api = client.get(f"/api/v1/studies/{study.pk}/").json()["images"][0]["predictions"][0]
+    grid = client.get(f"/api/v1/images/{image.pk}/heatmap.json").json()
+
+    # Then both name the active model's result
+    assert page.pk == api["id"] == grid["prediction_id"] == active.pk
+    assert client.get(f"/images/{image.pk}/heatmap.png")["X-Pneumo-AI-Result"].startswith("unconfirmed")
 
 
 def test_it_says_404_when_an_image_has_no_heatmap(client, rad, demo_site) -> None:
@@ -376,7 +416,7 @@ def test_it_says_404_when_an_image_has_no_heatmap(client, rad, demo_site) -> Non
     client.force_login(rad)
     image = study.images.first()
     assert client.get(f"/images/{image.pk}/heatmap.png").status_code == 404
-    assert client.get(f"/images/{image.pk}/heatmap.json").status_code == 404
+    assert 'data-heatmap-url=""' in client.get(f"/studies/{study.pk}/").content.decode()
     assert client.get(f"/images/{image.pk}/pixels").status_code == 200
 
 

@@ -15,6 +15,7 @@ from cases.worklist import (
     lane_counts,
     waiting_text,
     worklist_alerts,
+    worklist_filters_from,
     worklist_for_user,
     worklist_row,
 )
@@ -72,7 +73,7 @@ def test_it_orders_lanes_then_flagged_by_probability_then_longest_waiting(waitin
 def test_it_lists_only_studies_to_read_at_the_users_sites(waiting, rad, north_site, make_study) -> None:
     to_read = waiting(status=S.AWAITING_REVIEW)
     in_review = waiting(status=S.IN_REVIEW)
-    for status in (S.RECEIVED, S.QUEUED, S.ANALYZING, S.REPORTED, S.FAILED):
+    for status in (S.RECEIVED, S.QUEUED, S.ANALYZING, S.REPORTED):
         waiting(status=status)
     make_study(north_site, status=S.AWAITING_REVIEW)
     assert set(_ids(worklist_for_user(user=rad))) == {to_read.pk, in_review.pk}
@@ -105,6 +106,28 @@ def test_it_filters(waiting, rad, filters, expected) -> None:
     }
     found = set(_ids(worklist_for_user(user=rad, filters=filters)))
     assert found == {studies[name].pk for name in expected}
+
+
+def test_it_takes_one_value_or_several_for_each_filter() -> None:
+    one = worklist_filters_from({"status": S.IN_REVIEW, "site": 3, "flagged": False, "priority": ""})
+    assert one == WorklistFilters(statuses=(S.IN_REVIEW,), site_ids=(3,), flagged=False)
+    several = worklist_filters_from({"priority": {Priority.URGENT, Priority.STAT}, "site": None, "search": " "})
+    assert several == WorklistFilters(priorities=(Priority.STAT, Priority.URGENT), search=" ")
+    assert worklist_filters_from({}) == WorklistFilters()
+
+
+def test_it_filters_the_page_and_the_api_alike(client, rad, waiting, demo_site) -> None:
+    wanted = waiting(Priority.STAT, 0.9, study_date=date(2024, 3, 1))
+    waiting(Priority.STAT, 0.2, study_date=date(2024, 3, 1))
+    waiting(Priority.ROUTINE, 0.9, study_date=date(2024, 3, 1))
+    waiting(Priority.STAT, 0.9, study_date=date(2024, 2, 1))
+    client.force_login(rad)
+    form = {"status": S.AWAITING_REVIEW, "priority": "stat", "flagged": "yes", "site": demo_site.pk}
+    client.post("/worklist/", {**form, "date_from": "2024-03-01"})
+    page = [row.study.pk for row in client.get("/worklist/").context["rows"]]
+    query = {**form, "flagged": "true", "site": "DEMO", "date_from": "2024-03-01"}
+    api = client.get("/api/v1/worklist/", query).json()["results"]
+    assert page == [study["id"] for study in api] == [wanted.pk]
 
 
 def test_it_filters_undated_studies_by_the_day_they_arrived(waiting, rad) -> None:

@@ -96,7 +96,8 @@ def html_routes() -> list[Route]:
 
 ANY_SIGNED_IN = {"anon": 302, "tech": 200, "rad": 200, "admin": 200}
 READERS = {"anon": 302, "tech": 403, "rad": 200, "admin": 200}
-# What each role gets on DEMO's object (or on the route, when it has none). POSTs ask for JSON answers.
+# What each role gets on DEMO's object (or on the route, when it has none). Pages answer HTML (or redirect)
+# whatever a client accepts: a refused action is the page again with the refusal's status code.
 PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("home", "get"): {"anon": 302, "tech": 302, "rad": 302, "admin": 302},
     ("login", "get"): {"anon": 200, "tech": 302, "rad": 302, "admin": 302},
@@ -118,16 +119,15 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("study_report", "get"): ANY_SIGNED_IN,
     # Touching a claim one does not hold is a conflict for everyone.
     ("study_claim_touch", "post"): {"anon": 302, "tech": 409, "rad": 409, "admin": 409},
-    # The study is claimed by a colleague: only an admin may release it.
-    ("study_release", "post"): {"anon": 302, "tech": 403, "rad": 409, "admin": 200},
-    # Only radiologists sign; an admin who is not one is refused.
-    ("study_sign", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
-    ("study_amend", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
+    # The study is claimed by a colleague: only an admin may release it (and is sent to the worklist).
+    ("study_release", "post"): {"anon": 302, "tech": 403, "rad": 409, "admin": 302},
+    # Only radiologists sign (and are sent back to the study); an admin who is not one is refused.
+    ("study_sign", "post"): {"anon": 302, "tech": 403, "rad": 302, "admin": 403},
+    ("study_amend", "post"): {"anon": 302, "tech": 403, "rad": 302, "admin": 403},
     ("image_file", "get"): ANY_SIGNED_IN,
     ("image_pixels", "get"): ANY_SIGNED_IN,
     ("image_render", "get"): ANY_SIGNED_IN,
     ("image_heatmap", "get"): ANY_SIGNED_IN,
-    ("image_heatmap_json", "get"): ANY_SIGNED_IN,
 }
 BODIES = {
     ("study_sign", "post"): {"finding": "pneumonia"},
@@ -159,7 +159,8 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "cases_image": AdminModel(lambda w, s: w.site(s).image, refused=NOT_ADDED),
     "cases_review": AdminModel(lambda w, s: w.review(s), refused=APPEND_ONLY),
     "cases_auditevent": AdminModel(lambda w, s: w.event(s), refused=APPEND_ONLY),
-    "inference_modelversion": AdminModel(lambda w, s: w.version, sited=False),
+    # The world's version is active: frozen by the registry, so not even a superuser deletes it.
+    "inference_modelversion": AdminModel(lambda w, s: w.version, sited=False, refused=frozenset({"delete"})),
     "inference_prediction": AdminModel(lambda w, s: w.site(s).prediction, refused=NOT_ADDED),
 }
 ADMIN_PAGES = ("changelist", "add", "change", "history", "delete", "redirect", "password")
