@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from cases.audit import audit_record
 from cases.models import Agreement, FileState, Finding, OverruleReason, Review, Study, User
-from cases.selectors import studies_for_user, user_can_review
+from cases.selectors import studies_for_user, user_can_read_worklist, user_can_review, user_is_admin
 from cases.services import study_transition
 from cases.states import StudyStatus
 from inference.models import AiLabel
@@ -105,13 +105,13 @@ def _claim_clear(study: Study) -> None:
 
 def study_release(*, study_id: int, user: User, request: HttpRequest | None = None) -> Study:
     """Give a claimed study back to the worklist (cancel): its reader, or an admin."""
-    if not (user_can_review(user=user) or user.is_staff):
+    if not user_can_read_worklist(user=user):
         raise ReviewError("Only radiologists and admins can release a study.", "forbidden")
     with transaction.atomic():
         study = _locked_study(study_id, user)
         if study.status != S.IN_REVIEW:
             return study
-        if study.claimed_by_id != user.pk and not user.is_staff and claim_is_live(study):
+        if study.claimed_by_id != user.pk and not user_is_admin(user=user) and claim_is_live(study):
             raise _conflict(study)
         study_transition(study=study, target=S.AWAITING_REVIEW)
         _claim_clear(study)

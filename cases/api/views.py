@@ -47,7 +47,7 @@ from cases.edges import (
     upload_ingest,
     upload_result,
 )
-from cases.models import ApiToken, Image, Review, Site, Study, User
+from cases.models import Agreement, ApiToken, Image, Review, Site, Study, User
 from cases.pictures import heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
 from inference.models import ModelVersion, Prediction
@@ -530,7 +530,7 @@ class ImageHeatmapJsonView(ApiView):
     def get(self, request: Request, pk: int) -> Response:
         prediction = heatmap_viewed(request=request, pk=pk, rendering="json")
         grid = drawn(lambda: heatmap_grid(prediction))
-        confirmed = s.ai_review_of(prediction.image.study) == "agree"
+        confirmed = s.ai_review_of(prediction.image.study) == Agreement.AGREE
         return Response({**grid, "ai_result_confirmed": confirmed, "ai_notice": s.AI_NOTICE})
 
 
