@@ -92,12 +92,6 @@ def _lockouts_clear(usernames: list[str]) -> None:
         reset(username=username)
 
 
-def site_ai_policy_set(*, site: Site, run_outside_validated_use: bool, user: User) -> None:
-    site.ai_outside_validated_use = run_outside_validated_use
-    site.save(update_fields=["ai_outside_validated_use"])
-    audit_record(action="site_ai_policy", user=user, obj=site, value=run_outside_validated_use)
-
-
 def patient_correct(*, patient, changed_fields: list[str], user: User, request=None) -> None:
     """An admin corrected demographics: saving resolves any conflict flagged at upload."""
     patient.save()

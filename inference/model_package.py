@@ -17,7 +17,6 @@ DISTRIBUTION = "pneumonia-model-package"
 DISTRIBUTION_VERSION = "0.3.0"
 MODEL_SUFFIX = ".keras"
 SAMPLE_DIR = "datasets/pneumonia-data/val/"
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 
 
 class ModelPackageMissing(RuntimeError):
@@ -32,10 +31,6 @@ def _files() -> list[metadata.PackagePath]:
             f"{DISTRIBUTION} is not installed: run 'pip install --no-deps -r requirements-model.txt'"
         ) from exc
     return list(files or [])
-
-
-def installed_version() -> str:
-    return metadata.version(DISTRIBUTION)
 
 
 @lru_cache(maxsize=1)

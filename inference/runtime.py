@@ -78,7 +78,3 @@ def classifier_for(version: ModelVersion) -> Classifier:
     if key not in _loaded:
         _loaded[key] = classifier_load(version)
     return _loaded[key]
-
-
-def classifiers_forget() -> None:
-    _loaded.clear()

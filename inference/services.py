@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 P = PredictionStatus
 
 
-class PredictionGaveUp(Exception):
-    """The attempt cap was reached: the prediction is failed for good."""
-
-
 @dataclass(frozen=True)
 class RunOutcome:
     prediction_id: int

@@ -76,10 +76,6 @@ def sample_image(index: int = 0) -> Path:
     return _samples()[index][0]
 
 
-def sample_label(index: int = 0) -> str:
-    return _samples()[index][1]
-
-
 @lru_cache(maxsize=1)
 def _samples() -> tuple[tuple[Path, str], ...]:
     return tuple(packaged_sample_images())

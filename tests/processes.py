@@ -160,10 +160,6 @@ class WorkerProcess:
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
 
-    def child_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         os.killpg(self.process.pid, sig)
         self.process.wait(timeout=30)
