@@ -2,8 +2,8 @@
 
 Both call these helpers, so an upload, a refused reading action, a picture of
 an image and the audit event of looking at it answer the same way whichever
-door a request came through. They take a Django request; the API passes
-``request._request`` where a DRF request would not do.
+door a request came through. A DRF request will do where only its user and
+address are read; an upload is handed the Django request underneath.
 """
 
 from __future__ import annotations
