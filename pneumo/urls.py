@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from cases import audit_export
 from cases import views as case_views
@@ -11,6 +13,8 @@ admin.site.site_header = "Pneumo administration"
 admin.site.site_title = "Pneumo admin"
 
 urlpatterns = [
+    # Pages name their icon; this answers what browsers ask for on their own (admin pages, files opened directly).
+    path("favicon.ico", RedirectView.as_view(url=static("pneumo/favicon.ico"), permanent=True), name="favicon"),
     path("health/", case_views.health, name="health"),
     path("metrics", case_views.metrics, name="metrics"),
     path(

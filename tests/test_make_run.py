@@ -29,6 +29,10 @@ def _alive(pid: int) -> bool:
 
 
 def _login(base: str, username: str, password: str) -> str:
+    return _session(base, username, password)[1]
+
+
+def _session(base: str, username: str, password: str) -> tuple[requests.Session, str]:
     session = requests.Session()
     session.get(f"{base}/accounts/login/", timeout=10)
     response = session.post(
@@ -37,10 +41,10 @@ def _login(base: str, username: str, password: str) -> str:
         headers={"Referer": base},
         data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
     )
-    return response.url.removeprefix(base)
+    return session, response.url.removeprefix(base)
 
 
-def test_it_runs_the_whole_site_and_stops_every_child_on_ctrl_c(tmp_path) -> None:
+def test_it_runs_the_whole_site_with_the_demo_set_and_stops_every_child_on_ctrl_c(tmp_path) -> None:
     port = free_port()
     env = {
         k: v
@@ -76,6 +80,13 @@ def test_it_runs_the_whole_site_and_stops_every_child_on_ctrl_c(tmp_path) -> Non
         assert requests.get(f"{base}/health/", timeout=5).json()["worker_ready"] is True
         assert _login(base, "tech", "a-demo-password-1") == "/upload/"
         assert _login(base, "rad", "a-demo-password-1") == "/worklist/"
+        # The first look shows the workflow: the demo studies are read by the AI, some signed, before the URL.
+        assert "demo studies: 17 stored" in text and "3 signed now" in text
+        rad, _ = _session(base, "rad", "a-demo-password-1")
+        worklist = rad.get(f"{base}/worklist/", timeout=10).text
+        assert worklist.count('class="wl-row') == 11  # DEMO: 10 with AI results and the refused lateral view
+        assert worklist.count('class="pnum"') == 10
+        assert rad.get(f"{base}/favicon.ico", timeout=10).headers["Content-Type"] == "image/x-icon"
         children = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)]
         assert len(children) == 4  # redis, worker, beat, web
     finally:

@@ -69,8 +69,7 @@ class Problems(list):
         page.on("console", lambda m: self._console(m))
 
     def _console(self, message) -> None:
-        # Browsers ask for /favicon.ico on their own; the site has none.
-        if message.type == "error" and "favicon" not in (message.location or {}).get("url", ""):
+        if message.type == "error":
             self.append(f"console: {message.text} at {message.location}")
 
 
