@@ -3,12 +3,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.http import HttpRequest
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
 from cases import services
+from cases.api.tokens import token_revoke, tokens_revoke_all
 from cases.audit import audit_record
 from cases.audit_export import audit_export_action
-from cases.models import AuditEvent, Image, Patient, Review, Site, Study, User
+from cases.models import ApiToken, AuditEvent, Image, Patient, Review, Site, Study, User
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -41,6 +43,60 @@ class SiteAdmin(AuditedAdmin):
     list_filter = ("ai_outside_validated_use",)
 
 
+class ApiTokenInline(admin.TabularInline):
+    """A user's live API tokens, read-only; revoke them from the API tokens page."""
+
+    model = ApiToken
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "created_at", "expires_at", "last_used_at")
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Admins list and revoke API tokens (only a prefix is shown: the key itself is never stored)."""
+
+    list_display = ("prefix", "user", "created_at", "expires_at", "last_used_at")
+    list_filter = ("user",)
+    search_fields = ("prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("user", "prefix", "created_at", "expires_at", "last_used_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # "revoke" says what it does, and audits it
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return request.user.is_staff
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return request.user.is_staff
+
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        token_revoke(token=obj, request=request, by=request.user, reason="revoked_by_admin")
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        tokens = list(queryset.select_related("user"))
+        for token in tokens:
+            token_revoke(token=token, request=request, by=request.user, reason="revoked_by_admin")
+        self.message_user(request, f"Revoked {len(tokens)} token(s).")
+
+
 @admin.register(User)
 class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     list_display = ("username", "display_name", "role", "site_codes", "is_staff", "is_active", "last_login")
@@ -58,6 +114,23 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).prefetch_related("groups", "sites")
+
+    def get_inlines(self, request: HttpRequest, obj: User | None = None) -> list:
+        return [ApiTokenInline] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            tokens_revoke_all(user=obj, reason="deactivated", by=request.user, request=request)
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            # Which account, by whom; never the password. Its API tokens end with it.
+            user = User.objects.get(pk=id)
+            audit_record(action="password_change", user=request.user, obj=user, request=request)
+            tokens_revoke_all(user=user, reason="password_changed", by=request.user, request=request)
+        return response
 
     @admin.display(description="Role")
     def role(self, obj: User) -> str:

@@ -297,6 +297,11 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    credentials_fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Keyed hash of the user's password hash when the token was made: a new password ends the token",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -15,6 +15,7 @@ ADMIN_PAGES = [
     "cases_image",
     "cases_review",
     "cases_auditevent",
+    "cases_apitoken",
     "inference_modelversion",
     "inference_prediction",
 ]
