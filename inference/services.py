@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from cases.audit import audit_record
 from cases.models import Eligibility, Image, Study
+from cases.notices import study_flagged_notice_queue
 from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
 from inference import runtime
@@ -284,6 +285,7 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         version = active_model_version()
         summary = _study_ai_summary(study, version)
         statuses = summary["statuses"]
+        newly_flagged = summary["flagged"] and not study.ai_flagged
         study.ai_probability = summary["probability"]
         study.ai_flagged = summary["flagged"]
         fields = ["ai_probability", "ai_flagged", "updated_at"]
@@ -301,4 +303,6 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         elif study.status == StudyStatus.AWAITING_REVIEW and reason != study.status_reason:
             study.status_reason = reason
             study.save(update_fields=["status_reason"])
+        if newly_flagged:
+            study_flagged_notice_queue(study=study)
     return study
