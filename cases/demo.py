@@ -1,4 +1,5 @@
-"""The demo studies `make run` loads on the embedded database, so a newcomer sees the whole workflow.
+"""The demo data: sites and users for every `make run`, and the studies it loads on the embedded
+database, so that a newcomer sees the whole workflow at once.
 
 The 16 labelled sample images shipped with the model package become DICOM DX
 studies of invented children (ages 1 to 5, as the model was trained on), plus
@@ -11,14 +12,18 @@ Every UID is derived from a fixed name, so loading twice stores nothing twice.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+from django.contrib.auth.models import Group
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -28,12 +33,72 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from cases.ingest import IncomingFile, IngestReport, studies_ingest
 from cases.models import Agreement, Finding, OverruleReason, Priority, Site, Study, User
 from cases.reviews import ReadingInput, ReviewError, agreement_of, ai_label_of, review_sign
+from cases.services import RADIOLOGIST, TECHNICIAN
 from cases.states import AI_PENDING, StudyStatus
 from inference.model_package import packaged_sample_images
 
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 _UID_NAMESPACE = uuid.UUID("5a1e6f0e-9d4c-4c1a-9a53-7c1d3d6e0b5e")  # fixed: the same names give the same UIDs
 ACCESSION_PREFIX = "DEMO"
+
+
+# ---- sites and users ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    role: str
+    site_codes: tuple[str, ...]
+    is_staff: bool = False
+    display_name: str = ""
+
+
+DEMO_SITES = (("DEMO", "Demo General Hospital"), ("NORTH", "North Community Clinic"))
+DEMO_USERS = (
+    DemoUser("admin", "admin", ("DEMO",), is_staff=True, display_name="Site Administrator"),
+    DemoUser("tech", TECHNICIAN, ("DEMO",), display_name="Terry Tech"),
+    DemoUser("rad", RADIOLOGIST, ("DEMO",), display_name="Dr Rae Diologist"),
+    DemoUser("rad2", RADIOLOGIST, ("NORTH",), display_name="Dr Nora North"),
+)
+
+
+def demo_password_generate() -> str:
+    return "-".join(secrets.token_urlsafe(6) for _ in range(3))
+
+
+@transaction.atomic
+def demo_users_ensure(*, password: str = "") -> dict[str, str]:
+    """Create the demo sites and users if missing, reset their passwords and lift any lockout.
+
+    Idempotent. Returns ``{username: password}``: ``password`` for everyone when
+    given, else a fresh random one each (printed by the caller).
+    """
+    sites = {code: Site.objects.get_or_create(code=code, defaults={"name": name})[0] for code, name in DEMO_SITES}
+    logins = {}
+    for spec in DEMO_USERS:
+        user, _ = User.objects.get_or_create(username=spec.username)
+        user.is_staff = user.is_superuser = spec.is_staff
+        user.display_name = spec.display_name
+        user.is_active = True
+        logins[spec.username] = password or demo_password_generate()
+        user.set_password(logins[spec.username])
+        user.save()
+        user.sites.set([sites[c] for c in spec.site_codes])
+        if spec.role != "admin":
+            user.groups.set([Group.objects.get(name=spec.role)])
+    _lockouts_clear(list(logins))
+    return logins
+
+
+def _lockouts_clear(usernames: list[str]) -> None:
+    from axes.utils import reset
+
+    for username in usernames:
+        reset(username=username)
+
+
+# ---- studies -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -80,7 +145,8 @@ DEMO_STUDIES: tuple[DemoStudy, ...] = (
     DemoStudy(14, 6, "NORTH", _R, "Nia", "Sample", "F", 2),
     DemoStudy(15, 8, "NORTH", _U, "Omar", "Fictional", "M", 1),
     DemoStudy(16, 7, "NORTH", _R, "Pia", "Madeup", "F", 3, signer="rad2"),
-    # A lateral view: the AI is validated on frontal views only and must refuse it.
+    # A lateral view, which the AI (validated on frontal views) must refuse. The package holds no lateral
+    # picture, so this header says LL over a frontal one: the refusal reads the header, as it does for real.
     DemoStudy(17, 13, "DEMO", _U, "Quin", "Example", "M", 3, view="LL"),
 )
 
@@ -88,7 +154,7 @@ DEMO_STUDIES: tuple[DemoStudy, ...] = (
 def demo_studies_ensure(*, today: date | None = None) -> IngestReport | None:
     """Ingest the demo studies not stored yet; None when all of them already are.
 
-    The technician ``tech`` uploads those of DEMO (her site); NORTH's come in as
+    The technician ``tech`` uploads those of DEMO (its site); NORTH's come in as
     an import (no user), as ``import_studies`` would bring them.
     """
     missing = [spec for spec in DEMO_STUDIES if not _stored(spec)]
@@ -170,8 +236,6 @@ def _reading(study: Study, finding: str) -> ReadingInput:
 
 def demo_dicom(spec: DemoStudy, *, today: date) -> bytes:
     """A DX Part 10 file of the spec's sample picture, 8-bit, explicit VR little endian."""
-    from io import BytesIO
-
     pixels = _sample_pixels(spec.sample)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -183,7 +247,7 @@ def demo_dicom(spec: DemoStudy, *, today: date) -> bytes:
     ds.SOPClassUID, ds.SOPInstanceUID = DX_SOP_CLASS, spec.uid("image")
     _patient_set(ds, spec, today)
     _study_set(ds, spec, today)
-    _image_set(ds, spec, pixels)
+    _image_set(ds, pixels)
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -213,7 +277,7 @@ def _study_set(ds: Dataset, spec: DemoStudy, today: date) -> None:
     ds.BurnedInAnnotation = "NO"
 
 
-def _image_set(ds: Dataset, spec: DemoStudy, pixels: np.ndarray) -> None:
+def _image_set(ds: Dataset, pixels: np.ndarray) -> None:
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0

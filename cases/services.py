@@ -3,15 +3,11 @@ tasks call these; none of them change a model directly."""
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
-
-from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
 from cases.audit import audit_record
-from cases.models import Site, Study, User
+from cases.models import Study, User
 from cases.states import StudyStatus, check_transition
 
 TECHNICIAN = "Technician"
@@ -37,59 +33,6 @@ def study_transition(*, study: Study, target: str, reason: str | None = None) ->
         fields.append("reported_at")
     study.save(update_fields=fields)
     return True
-
-
-@dataclass(frozen=True)
-class DemoUser:
-    username: str
-    role: str
-    site_codes: tuple[str, ...]
-    is_staff: bool = False
-    display_name: str = ""
-
-
-DEMO_SITES = (("DEMO", "Demo General Hospital"), ("NORTH", "North Community Clinic"))
-DEMO_USERS = (
-    DemoUser("admin", "admin", ("DEMO",), is_staff=True, display_name="Site Administrator"),
-    DemoUser("tech", TECHNICIAN, ("DEMO",), display_name="Terry Tech"),
-    DemoUser("rad", RADIOLOGIST, ("DEMO",), display_name="Dr Rae Diologist"),
-    DemoUser("rad2", RADIOLOGIST, ("NORTH",), display_name="Dr Nora North"),
-)
-
-
-def demo_password_generate() -> str:
-    return "-".join(secrets.token_urlsafe(6) for _ in range(3))
-
-
-@transaction.atomic
-def demo_data_ensure(*, password: str = "") -> dict[str, str]:
-    """Create the demo sites and users if missing and reset their passwords.
-
-    Idempotent. Returns ``{username: password}``: ``password`` for everyone when
-    given, else a fresh random one each (printed by the caller).
-    """
-    sites = {code: Site.objects.get_or_create(code=code, defaults={"name": name})[0] for code, name in DEMO_SITES}
-    logins = {}
-    for spec in DEMO_USERS:
-        user, _ = User.objects.get_or_create(username=spec.username)
-        user.is_staff = user.is_superuser = spec.is_staff
-        user.display_name = spec.display_name
-        user.is_active = True
-        logins[spec.username] = password or demo_password_generate()
-        user.set_password(logins[spec.username])
-        user.save()
-        user.sites.set([sites[c] for c in spec.site_codes])
-        if spec.role != "admin":
-            user.groups.set([Group.objects.get(name=spec.role)])
-    _lockouts_clear(list(logins))
-    return logins
-
-
-def _lockouts_clear(usernames: list[str]) -> None:
-    from axes.utils import reset
-
-    for username in usernames:
-        reset(username=username)
 
 
 def patient_correct(*, patient, changed_fields: list[str], user: User, request=None) -> None:

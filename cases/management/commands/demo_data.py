@@ -3,8 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from cases.demo import DEMO_STUDIES, demo_predictions_wait, demo_reviews_sign, demo_studies_ensure
-from cases.services import demo_data_ensure
+from cases.demo import DEMO_STUDIES, demo_predictions_wait, demo_reviews_sign, demo_studies_ensure, demo_users_ensure
 
 
 class Command(BaseCommand):
@@ -24,7 +23,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        logins = demo_data_ensure(password=settings.PNEUMO_DEMO_PASSWORD)
+        logins = demo_users_ensure(password=settings.PNEUMO_DEMO_PASSWORD)
         for username, password in logins.items():
             self.stdout.write(f"login {username} {password}")
         if not options["studies"]:
