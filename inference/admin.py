@@ -32,21 +32,7 @@ MANAGED_FIELDS = (
 class ModelVersionForm(forms.ModelForm):
     class Meta:
         model = ModelVersion
-        fields = [
-            "name",
-            "version",
-            "description",
-            "source_path",
-            "sha256",
-            "threshold",
-            "input_size",
-            "preprocessing_version",
-            "heatmap_scale",
-            "intended_use",
-            "intended_min_age_years",
-            "intended_max_age_years",
-            "intended_view",
-        ]
+        fields = registry.EDITABLE_FIELDS
 
 
 @admin.register(ModelVersion)

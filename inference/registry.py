@@ -72,6 +72,15 @@ FROZEN_ONCE_USED = (
     "preprocessing_version",
     "heatmap_scale",
 )
+# What a person may type in (the admin's form); the rest is written by the registry itself.
+EDITABLE_FIELDS = (
+    *FROZEN_ONCE_USED,
+    "description",
+    "intended_use",
+    "intended_min_age_years",
+    "intended_max_age_years",
+    "intended_view",
+)
 # What a new checksum or file makes stale: the cached conversion and its parity result.
 CONVERSION_FIELDS: dict[str, Any] = {
     "converted_path": "",

@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from cases.models import Image, Patient, Site, Study, User
+from inference.models import ModelVersion
 
 _counter = itertools.count(1)
 
@@ -98,6 +99,27 @@ def make_image() -> Callable[..., Image]:
         fields.setdefault("ai_eligibility", "eligible")
         fields.setdefault("file", f"studies/test/{n}.dcm")
         return Image.objects.create(study=study, site=study.site, **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_model_version(db) -> Callable[..., ModelVersion]:
+    """A registered version with a conversion that passed the gate (no real files: nothing here runs it)."""
+
+    def make(**fields) -> ModelVersion:
+        n = next(_counter)
+        defaults = {
+            "name": f"test-model-{n}",
+            "version": "1",
+            "source_path": f"/models/test-{n}.keras",
+            "sha256": f"{n:064x}",
+            "converted_path": f"/models/test-{n}.tflite",
+            "parity_passed": True,
+            "parity_max_diff": 0.0,
+            "preprocessing_version": "test-v1",
+        }
+        return ModelVersion.objects.create(**{**defaults, **fields})
 
     return make
 

@@ -54,17 +54,13 @@ def api() -> Callable[[User | None], APIClient]:
 
 
 @pytest.fixture
-def model_version(db) -> ModelVersion:
+def model_version(make_model_version) -> ModelVersion:
     """An active model version as the registry leaves one (no real files: nothing here runs it)."""
-    return ModelVersion.objects.create(
+    return make_model_version(
         name="test-model",
-        version="1",
         source_path="/models/test.keras",
         sha256="a" * 64,
         converted_path="/models/test.tflite",
-        parity_passed=True,
-        parity_max_diff=0.0,
-        preprocessing_version="test-v1",
         is_active=True,
     )
 

@@ -38,17 +38,14 @@ def superuser(admin_user):
 
 
 @pytest.fixture
-def version(db) -> ModelVersion:
-    return ModelVersion.objects.create(
+def version(make_model_version) -> ModelVersion:
+    return make_model_version(
         name="xception-v9",
         version="9",
         source_path="/models/v9.keras",
         sha256="b" * 64,
-        threshold=0.5,
         input_size=224,
         preprocessing_version="rgb-bicubic224-xception-v1",
-        converted_path="/models/v9.tflite",
-        parity_passed=True,
     )
 
 
@@ -131,10 +128,12 @@ def test_it_activates_from_the_admin_with_an_audit_event(client, superuser, vers
     assert AuditEvent.objects.filter(action="model_activate", object_id=str(version.pk), user=superuser).exists()
 
 
-def test_it_refuses_to_delete_a_used_version_and_audits_deleting_an_unused_one(client, superuser, used) -> None:
+def test_it_refuses_to_delete_a_used_version_and_audits_deleting_an_unused_one(
+    client, superuser, used, make_model_version
+) -> None:
     client.force_login(superuser)
     assert client.get(reverse("admin:inference_modelversion_delete", args=[used.pk])).status_code == 403
-    spare = ModelVersion.objects.create(name="spare", version="1", source_path="/m", sha256="e" * 64)
+    spare = make_model_version(name="spare")
     response = client.post(reverse("admin:inference_modelversion_delete", args=[spare.pk]), {"post": "yes"})
     assert response.status_code == 302 and not ModelVersion.objects.filter(pk=spare.pk).exists()
     assert AuditEvent.objects.filter(action="model_delete", object_id=str(spare.pk), user=superuser).exists()
