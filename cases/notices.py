@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.error
-import urllib.request
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.urls import reverse
@@ -26,6 +25,9 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.models import Priority, Site, Study
 from pneumo.celery import acks_late_task
+
+if TYPE_CHECKING:
+    import urllib.request
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +85,30 @@ def study_flagged_notice_queue(*, study: Study) -> bool:
     return site_notice_queue(site=study.site, event=STUDY_FLAGGED, payload=payload)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect would turn the POST into a GET elsewhere: report it as the receiver's error instead.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+@cache
+def _opener() -> urllib.request.OpenerDirector:
+    # Imported on the first notice, not when a worker starts (http.client and email cost ~40 ms).
+    import urllib.request
 
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        # A redirect would turn the POST into a GET elsewhere: report it as the receiver's error instead.
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
 
-_opener = urllib.request.build_opener(_NoRedirect)
+    return urllib.request.build_opener(NoRedirect)
 
 
 def _post(url: str, body: bytes) -> int:
+    import urllib.error
+    import urllib.request
+
     if not url.lower().startswith(("http://", "https://")):
         raise NoticeRefused("the alert webhook is not an http(s) URL")
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "Pneumo"}
     )
     try:
-        with _opener.open(request, timeout=TIMEOUT_SECONDS) as response:
+        with _opener().open(request, timeout=TIMEOUT_SECONDS) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:

@@ -48,7 +48,7 @@ def receiver() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     box.append(Receiver(url=f"http://127.0.0.1:{server.server_port}/hooks/pneumo"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield box[0]
@@ -244,3 +244,11 @@ def test_it_delivers_a_notice_from_a_real_worker_after_a_500(celery_worker, demo
         report.study_ids[0],
         "stat",
     )
+
+
+def test_it_does_not_follow_a_redirect_with_the_notice(alerting_site, receiver) -> None:
+    receiver.script = [307]
+
+    result = site_notice_send_task.apply(kwargs={"site_id": alerting_site.pk, "event": "model_drift", "payload": {}})
+
+    assert result.get() == "given_up" and len(receiver.received) == 1
