@@ -1,6 +1,6 @@
 """End-to-end speed of the whole site, started the way `make run` starts it (gunicorn, Celery, Redis).
 
-    .venv/bin/python bench/e2e.py [--runs 50] [--load-studies 120]
+    .venv/bin/python bench/e2e.py [--runs 50] [--load-studies 120] [--parts cold,throughput]
 
 Measures, on this machine:
 - upload to stored result, server side: from the upload request leaving the
@@ -104,6 +104,7 @@ class Site:
             ALLOWED_HOSTS="127.0.0.1,localhost",
             PNEUMO_HTTPS="0",
             LOG_LEVEL="WARNING",
+            PNEUMO_DEMO_STUDIES="0",  # the bench's own uploads only
         )
         self.env = env
         self.process = subprocess.Popen(
@@ -179,7 +180,7 @@ def bench_latency(site: Site, runs: int) -> list[tuple[str, float, float, tuple]
     return rows
 
 
-def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
+def standalone_rate(payloads: list[tuple[str, bytes]], database_url: str) -> float:
     """Decode + preprocessing + served inference alone, one process per core, studies per second."""
     code = (
         "import sys,time,pickle; sys.path.insert(0,'.');"
@@ -190,6 +191,7 @@ def standalone_rate(payloads: list[tuple[str, bytes]]) -> float:
     cores = os.cpu_count() or 1
     started = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["DATABASE_URL"] = database_url  # the site's, so that "alone" runs the version the site serves
     procs = [
         subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         for _ in range(cores)
@@ -213,7 +215,7 @@ def _standalone(payloads: list[tuple[str, bytes]]) -> float:
     from inference import runtime
     from inference.registry import active_model_version
 
-    # The version the running site serves (same database as scripts/run.py), with its preprocessing.
+    # The version the running site serves (its database), with its preprocessing.
     classifier = runtime.classifier_for(active_model_version())
     started = time.perf_counter()
     for name, data in payloads:
@@ -247,7 +249,7 @@ def bench_throughput(site: Site, studies: int) -> tuple[float, float, dict]:
     stop.set()
     prober.join()
     app_rate = studies / (last - started)
-    alone = standalone_rate(payloads)
+    alone = standalone_rate(payloads, site.env["DATABASE_URL"])
     return app_rate, alone, during
 
 
@@ -339,24 +341,56 @@ print(os.read(read, 64).decode())
     return float(out.stdout.strip().splitlines()[-1])
 
 
+PARTS = ("latency", "throughput", "cold", "child")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--load-studies", type=int, default=120)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to measure, of {', '.join(PARTS)} (default: all)",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
+    latency, throughput, cold, child = [], None, None, None
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as workdir:
         site = Site(Path(workdir), args.concurrency)
         try:
-            print("upload to stored result (server side):", flush=True)
-            latency = bench_latency(site, args.runs)
-            print("throughput and responsiveness under load:", flush=True)
-            app_rate, alone, during = bench_throughput(site, args.load_studies)
-            cold = bench_cold_start(site)
-            child = bench_pool_child_start()
+            if "latency" in parts:
+                print("upload to stored result (server side):", flush=True)
+                latency = bench_latency(site, args.runs)
+            if "throughput" in parts:
+                print("throughput and responsiveness under load:", flush=True)
+                throughput = bench_throughput(site, args.load_studies)
+            if "cold" in parts:
+                cold = bench_cold_start(site)
+            if "child" in parts:
+                child = bench_pool_child_start()
         finally:
             site.stop()
     print("\n| figure | measured | goal | met |\n|---|---|---|---|")
+    _print_latency(latency)
+    if throughput:
+        _print_throughput(*throughput, concurrency=args.concurrency)
+    if child is not None:
+        print(
+            f"| cold start: new pool process (fork, model load, first result) | {child:.2f} s | < 1 s | "
+            f"{'yes' if child < 1 else 'NO'} |"
+        )
+    if cold is not None:
+        print(
+            f"| cold start: whole new `celery worker` command to first result | {cold:.2f} s | < 1 s | "
+            f"{'yes' if cold < 1 else 'NO'} |"
+        )
+
+
+def _print_latency(latency: list[tuple[str, float, float, tuple]]) -> None:
     for kind, median, p95, (goal_median, goal_p95) in latency:
         print(
             f"| upload to result, {kind}, median | {median:.3f} s | <= {goal_median} s | "
@@ -367,8 +401,11 @@ def main() -> None:
                 f"| upload to result, {kind}, p95 | {p95:.3f} s | <= {goal_p95} s | "
                 f"{'yes' if p95 <= goal_p95 else 'NO'} |"
             )
+
+
+def _print_throughput(app_rate: float, alone: float, during: dict, *, concurrency: int) -> None:
     ratio = app_rate / alone
-    print(f"| studies/s through the app ({args.concurrency} worker processes) | {app_rate:.2f} | | |")
+    print(f"| studies/s through the app ({concurrency} worker processes) | {app_rate:.2f} | | |")
     print(f"| studies/s decode+preprocess+inference alone ({os.cpu_count()} processes) | {alone:.2f} | | |")
     print(f"| pipeline ratio | {ratio:.2f} | >= 0.5 | {'yes' if ratio >= 0.5 else 'NO'} |")
     for key, goal in (("health", 0.020), ("worklist", 0.150)):
@@ -378,14 +415,6 @@ def main() -> None:
             f"| /{key}/ p95 while workers are saturated (n={len(values)}) | {p95 * 1000:.1f} ms | "
             f"<= {goal * 1000:.0f} ms | {'yes' if p95 <= goal else 'NO'} |"
         )
-    print(
-        f"| cold start: new pool process (fork, model load, first result) | {child:.2f} s | < 1 s | "
-        f"{'yes' if child < 1 else 'NO'} |"
-    )
-    print(
-        f"| cold start: whole new `celery worker` command to first result | {cold:.2f} s | < 1 s | "
-        f"{'yes' if cold < 1 else 'NO'} |"
-    )
 
 
 if __name__ == "__main__":

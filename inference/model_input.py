@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from cases.imaging import DecodeError, decode
 from inference.classifier import PREPROCESSING_VERSION, PREPROCESSINGS, reduce_to_input_grid
 
 
@@ -51,6 +50,10 @@ def input_grid_make(model_image: np.ndarray | None, preprocessing_version: str |
 
 def original_model_image(data: bytes, *, filename: str, limits: DecodeLimits) -> np.ndarray:
     """The 8-bit image the model reads from an original file; a ``DecodeError`` when it has none."""
+    # Imported here: the decoders (pydicom and its plugins) cost a new worker a
+    # quarter of a second before its first result, and the kept grid needs none.
+    from cases.imaging import DecodeError, decode
+
     decoded = decode(
         data,
         filename=filename,

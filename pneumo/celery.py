@@ -15,6 +15,11 @@ from typing import Any
 from celery import Celery, shared_task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pneumo.settings")
+# Celery's Django fixup runs the system checks when a worker starts and ignores
+# what they find; they import every URL, view and the API schema (about half a
+# second before the first result) that a worker never uses. `manage.py migrate`
+# (run before `make run` starts anything) and `manage.py check` run them.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 app = Celery("pneumo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
