@@ -61,10 +61,14 @@ def test_it_refuses_to_declare_a_task_with_a_positional_parameter() -> None:
 
 
 def test_it_declares_every_task_acks_late_with_the_settings_time_limits(settings) -> None:
-    from cases.tasks import claims_expire_task
-    from inference.tasks import predictions_sweep_task
+    from pneumo.celery import app
 
-    for task in (prediction_run_task, predictions_sweep_task, claims_expire_task):
+    app.loader.import_default_modules()  # what a worker imports: every app's tasks
+    ours = [task for name, task in app.tasks.items() if name.split(".")[0] in {"cases", "inference"}]
+    assert {"inference.tasks.prediction_run", "inference.tasks.predictions_sweep", "cases.tasks.claims_expire"} <= {
+        task.name for task in ours
+    }
+    for task in ours:
         assert task.acks_late and task.reject_on_worker_lost, task.name
         assert task.soft_time_limit == settings.PNEUMO_TASK_SOFT_TIME_LIMIT, task.name
         assert task.time_limit == settings.PNEUMO_TASK_TIME_LIMIT, task.name
