@@ -1,9 +1,10 @@
-"""Short-timeout Redis access for health checks, heartbeats and metrics."""
+"""Short-timeout Redis access for health checks, heartbeats, metrics and publishing from a request."""
 
 from __future__ import annotations
 
 import redis
 from django.conf import settings
+from kombu import Connection
 
 WORKER_KEY_PREFIX = "pneumo:worker:"
 HEARTBEAT_TTL_SECONDS = 30
@@ -12,6 +13,26 @@ HEARTBEAT_TTL_SECONDS = 30
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False
+    )
+
+
+# How long a request may wait on each broker step (connect, send, answer). A frozen Redis
+# (stopped, overloaded, a half-open connection) accepts connections and never answers, so a
+# connect timeout alone does not bound an upload; the sweeper publishes what did not go.
+PUBLISH_TIMEOUT_SECONDS = 0.5
+
+
+def publishing_connection() -> Connection:
+    """A new broker connection for one batch of messages, with every socket operation bounded."""
+    from pneumo.celery import app
+
+    return app.connection_for_write(
+        connect_timeout=PUBLISH_TIMEOUT_SECONDS,
+        transport_options={
+            "socket_connect_timeout": PUBLISH_TIMEOUT_SECONDS,
+            "socket_timeout": PUBLISH_TIMEOUT_SECONDS,
+            "max_retries": 0,
+        },
     )
 
 

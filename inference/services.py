@@ -89,19 +89,24 @@ def predictions_enqueue(*, prediction_ids: list[int]) -> int:
     Predictions that could not be published stay pending with no ``queued_at``
     and the sweeper publishes them once the broker is back.
     """
+    from inference.broker import publishing_connection
     from inference.tasks import prediction_run_task
 
     sent = 0
-    for prediction_id in prediction_ids:
-        try:
-            prediction_run_task.apply_async(kwargs={"prediction_id": prediction_id})
-        except Exception as exc:  # noqa: BLE001 - any broker error: leave it to the sweeper
-            logger.warning(
-                "could not queue prediction %s (%s); the sweeper will retry", prediction_id, type(exc).__name__
-            )
-            break
-        Prediction.objects.filter(pk=prediction_id, status=P.PENDING).update(queued_at=timezone.now())
-        sent += 1
+    with publishing_connection() as connection:
+        for prediction_id in prediction_ids:
+            try:
+                # No retry here: a broker that did not answer within the timeout is left to the sweeper.
+                prediction_run_task.apply_async(
+                    kwargs={"prediction_id": prediction_id}, connection=connection, retry=False
+                )
+            except Exception as exc:  # noqa: BLE001 - any broker error: leave it to the sweeper
+                logger.warning(
+                    "could not queue prediction %s (%s); the sweeper will retry", prediction_id, type(exc).__name__
+                )
+                break
+            Prediction.objects.filter(pk=prediction_id, status=P.PENDING).update(queued_at=timezone.now())
+            sent += 1
     return sent
 
 

@@ -159,8 +159,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Uploads must not wait on a dead broker: publishing gives up within about a
-# second and the sweeper queues the prediction once Redis is back.
+# Uploads must not wait on a dead or frozen broker: requests publish through
+# inference.broker.publishing_connection (every socket step bounded, no retry)
+# and the sweeper queues what did not go once Redis answers again. These bound
+# the other publishers (the worker's own retries, beat).
 CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
