@@ -1,4 +1,4 @@
-"""The imaging package stands alone: workers and benchmarks use it without Django."""
+"""The pure modules stand alone: workers, benchmarks and commands use them without Django."""
 
 from __future__ import annotations
 
@@ -6,11 +6,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PURE_MODULES = [
+    "cases.imaging",
+    "inference.classifier",
+    "inference.model_input",
+    "inference.model_package",
+    "inference.shipped_model",
+]
 
 
-def test_it_imports_without_importing_django() -> None:
-    probe = "import sys, cases.imaging; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_it_imports_without_importing_django_or_tensorflow(module: str) -> None:
+    probe = (
+        f"import sys, {module}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'tensorflow', 'keras', 'rest_framework'}))"
+    )
 
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
 
