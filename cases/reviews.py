@@ -27,11 +27,15 @@ S = StudyStatus
 class ReviewError(Exception):
     """A refused reading action; ``code`` maps to an HTTP status at the edges."""
 
-    def __init__(self, message: str, code: str = "invalid", field: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str = "invalid", field: str | None = None, *, current_version: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code  # invalid | conflict | forbidden
         self.field = field
+        # A signature or amendment that came too late: the version now on record, for the reader to see.
+        self.current_version = current_version
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,12 @@ def review_sign(*, study_id: int, user: User, reading: ReadingInput, request: Ht
     with transaction.atomic():
         study = _locked_study(study_id, user)
         if study.status == S.REPORTED:
-            raise ReviewError("This study is already signed; amend it instead.", "conflict")
+            current = study.reviews.order_by("-version").first()
+            raise ReviewError(
+                "This study is already signed; amend it instead.",
+                "conflict",
+                current_version=current.version if current else None,
+            )
         if study.status not in (S.AWAITING_REVIEW, S.IN_REVIEW):
             raise ReviewError("The AI has not finished with this study yet.", "conflict")
         if _claimed_by_other(study, user):
@@ -215,10 +224,29 @@ def review_sign(*, study_id: int, user: User, reading: ReadingInput, request: Ht
     return review
 
 
+def _amends_current(previous: Review, amends_version: int | None) -> None:
+    """An amendment replaces the version its reader saw: one written over a newer version never read is stale."""
+    if amends_version is None:
+        raise ReviewError("Say which version this amends: reload the page and amend again.", field="amends_version")
+    if amends_version != previous.version:
+        raise ReviewError(
+            f"This report is now at version {previous.version} (signed by {previous.radiologist.signature_name}), "
+            f"not the version {amends_version} you amended: read it, then amend it if it still needs it.",
+            "conflict",
+            current_version=previous.version,
+        )
+
+
 def review_amend(
-    *, study_id: int, user: User, reading: ReadingInput, amendment_reason: str, request: HttpRequest | None = None
+    *,
+    study_id: int,
+    user: User,
+    reading: ReadingInput,
+    amendment_reason: str,
+    amends_version: int | None,
+    request: HttpRequest | None = None,
 ) -> Review:
-    """Add a new signed version; the earlier one stays readable."""
+    """Add a new signed version over ``amends_version``, the current one; the earlier ones stay readable."""
     _require_radiologist(user)
     if not amendment_reason.strip():
         raise ReviewError("Say why the report is amended.", field="amendment_reason")
@@ -227,6 +255,7 @@ def review_amend(
         previous = study.reviews.order_by("-version").first()
         if study.status != S.REPORTED or previous is None:
             raise ReviewError("Only a signed study can be amended.", "conflict")
+        _amends_current(previous, amends_version)
         _files_intact(study)
         review = _review_create(
             study,

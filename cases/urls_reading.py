@@ -11,6 +11,7 @@ urlpatterns = [
     path("worklist/rows/", views.worklist_rows, name="worklist_rows"),
     path("worklist/version/", views.worklist_version, name="worklist_version"),
     path("studies/<int:pk>/", views.study_detail, name="study_detail"),
+    path("studies/<int:pk>/claim/", views.study_claim, name="study_claim"),
     path("studies/<int:pk>/claim/touch/", views.study_claim_touch, name="study_claim_touch"),
     path("studies/<int:pk>/release/", views.study_release, name="study_release"),
     path("studies/<int:pk>/sign/", views.study_sign, name="study_sign"),

@@ -204,24 +204,33 @@ def _alert_json(study: Study) -> dict:
 # --- Study page, reading and signing ---------------------------------------------------------
 
 
-def _claim_on_open(request: HttpRequest, study: Study) -> tuple[Study, ReviewError | None]:
-    """Opening a reviewable study as a radiologist claims it; someone else's live claim is shown instead."""
-    if not selectors.user_can_review(user=request.user) or study.status not in REVIEWABLE:
-        return study, None
-    try:
-        return reviews.study_claim(study_id=study.pk, user=request.user, request=request), None
-    except ReviewError as error:
-        return study, error
-
-
 @login_required
 @require_GET
 @never_cache
 def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The study page. Looking changes nothing: a radiologist's page claims the study by POST once loaded
+    (another site can send a browser here, cookie and all, but cannot make it POST with the CSRF token)."""
     study = selectors.study_for_user(user=request.user, pk=pk)
-    study, claim_error = _claim_on_open(request, study)
     audit_record(action="view_study", user=request.user, obj=study, request=request)
-    return no_store(render(request, "reading/study.html", _study_context(request, study, claim_error=claim_error)))
+    return no_store(render(request, "reading/study.html", _study_context(request, study)))
+
+
+@login_required
+@require_POST
+def study_claim(request: HttpRequest, pk: int) -> JsonResponse:
+    """Posted by the study page on load (as a background request): the study becomes in review by its reader."""
+    study = selectors.study_for_user(user=request.user, pk=pk)
+    try:
+        study = reviews.study_claim(study_id=study.pk, user=request.user, request=request)
+    except ReviewError as error:
+        study.refresh_from_db(fields=["status", "claimed_by"])
+        return JsonResponse(_claim_json(study) | {"detail": error.message}, status=review_error_status(error))
+    return JsonResponse(_claim_json(study))
+
+
+def _claim_json(study: Study) -> dict:
+    claimed_by = study.claimed_by.signature_name if study.claimed_by else None
+    return {"status": study.status, "claimed_by": claimed_by}
 
 
 def _priors(request: HttpRequest, study: Study) -> list[Study]:
@@ -240,7 +249,6 @@ def _study_context(
     request: HttpRequest,
     study: Study,
     *,
-    claim_error: ReviewError | None = None,
     reading: ReadingInput | None = None,
     error: ReviewError | None = None,
     amendment_reason: str = "",
@@ -252,6 +260,8 @@ def _study_context(
     can_review = selectors.user_can_review(user=user)
     mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
     by_other = study.status == StudyStatus.IN_REVIEW and not mine and reviews.claim_is_live(study)
+    # The page will claim it once loaded (study_claim): it is read as if already this reader's.
+    to_claim = can_review and study.status in REVIEWABLE and not mine and not by_other
     return {
         "study": study,
         "patient": study.patient,
@@ -264,9 +274,9 @@ def _study_context(
         "active_model": active_model_version(),
         "can_review": can_review,
         "claimed_by_me": mine,
-        "claim_error": claim_error,
+        "to_claim": to_claim,
         "claimed_by_other": by_other,
-        "can_sign": can_review and study.status in REVIEWABLE and claim_error is None and not by_other,
+        "can_sign": can_review and study.status in REVIEWABLE and not by_other,
         "can_amend": can_review and study.status == StudyStatus.REPORTED and bool(history),
         "can_release": study.status == StudyStatus.IN_REVIEW and (mine or selectors.user_is_admin(user=user)),
         "reading": reading or ReadingInput(finding=""),
@@ -276,7 +286,7 @@ def _study_context(
         "reasons": OverruleReason.choices,
         "touch_seconds": TOUCH_SECONDS,
         "age_years": worklist_row(study, now=timezone.now()).age_years,
-        "next_study": _next_to_read(request, study) if can_review and not mine else None,
+        "next_study": _next_to_read(request, study) if can_review and not (mine or to_claim) else None,
         "succeeded": PredictionStatus.SUCCEEDED,
     }
 
@@ -317,6 +327,14 @@ def _signed(request: HttpRequest, review: Review, message: str) -> HttpResponse:
     return redirect("study_detail", pk=review.study_id)
 
 
+def _amends_version(request: HttpRequest) -> int | None:
+    """The version the amend form was shown with (its hidden field); None when absent or garbled."""
+    try:
+        return int(request.POST.get("amends_version", ""))
+    except ValueError:
+        return None
+
+
 @login_required
 @require_POST
 def study_amend(request: HttpRequest, pk: int) -> HttpResponse:
@@ -324,7 +342,12 @@ def study_amend(request: HttpRequest, pk: int) -> HttpResponse:
     reading, why = _reading_input(request), request.POST.get("amendment_reason", "")[:2000]
     try:
         review = reviews.review_amend(
-            study_id=study.pk, user=request.user, reading=reading, amendment_reason=why, request=request
+            study_id=study.pk,
+            user=request.user,
+            reading=reading,
+            amendment_reason=why,
+            amends_version=_amends_version(request),
+            request=request,
         )
     except ReviewError as error:
         return _reading_refused(request, study, error, reading, amendment_reason=why)

@@ -404,6 +404,11 @@ class ReadingSerializer(serializers.Serializer):
 
 class AmendmentSerializer(ReadingSerializer):
     amendment_reason = serializers.CharField(max_length=2000)
+    amends_version = serializers.IntegerField(
+        min_value=1,
+        help_text="The version this amends: the current one. If another version was signed meanwhile, "
+        "the amendment is refused with 409 and the current_version",
+    )
 
 
 # --- Heatmaps ------------------------------------------------------------------------------

@@ -402,6 +402,8 @@ class StudyPredictionsView(ApiView):
 
 def _review_error_response(error: ReviewError) -> Response:
     body = {error.field: [error.message]} if error.field else {"detail": error.message}
+    if error.current_version is not None:
+        body["current_version"] = error.current_version
     return Response(body, status=review_error_status(error))
 
 
@@ -476,6 +478,7 @@ class StudyAmendView(_ReadingView):
                 user=request.user,
                 reading=reading,
                 amendment_reason=data["amendment_reason"],
+                amends_version=data["amends_version"],
                 request=request,
             ),
         )

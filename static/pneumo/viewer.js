@@ -1,6 +1,6 @@
 // Study page: a canvas viewer that windows the full-depth pixels itself, the AI heatmap overlay,
-// the reading form's agreement hint, and the claim keep-alive. The report page only uses the
-// print button. No inline script or style anywhere: CSP allows this file alone.
+// the reading form's agreement hint, the claim (posted on load) and its keep-alive. The report page
+// only uses the print button. No inline script or style anywhere: CSP allows this file alone.
 (function () {
   "use strict";
 
@@ -47,17 +47,49 @@
     update();
   });
 
-  // --- Claim keep-alive: at most one touch a minute, only on real interaction -------------------
+  // --- Claim on load, then keep it alive ------------------------------------------------------------
+  // Opening the page (a GET) changes nothing: the claim is this POST, which carries the CSRF token
+  // that another web site sending the browser here does not have.
+  const claimUrl = study.dataset.claimUrl;
   const touchUrl = study.dataset.touchUrl;
-  if (touchUrl) {
+  const postJson = (url) =>
+    fetch(url, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf, Accept: "application/json" } })
+      .then((r) => r.json().then((body) => ({ ok: r.ok, body })));
+  if (claimUrl) {
+    const box = document.getElementById("claim-box");
+    const claimed = (text, kind) => { box.className = "claim-box " + kind; box.textContent = text; };
+    postJson(claimUrl)
+      .then(({ ok, body }) => {
+        if (ok) {
+          study.dataset.status = body.status;
+          study.dataset.claimedBy = body.claimed_by || "";
+          study.dataset.claimed = "mine";
+          claimed("You are reading this study. Others see it as in review by you.", "mine");
+          keepAlive();
+          return;
+        }
+        // A colleague claimed it a moment earlier (or it changed): read only.
+        study.dataset.claimed = "refused";
+        claimed((body.detail || "This study could not be claimed.") + " Read only.", "other");
+        document.querySelectorAll(".panel.reading, #release-form").forEach((el) => el.remove());
+      })
+      .catch(() => {
+        study.dataset.claimed = "failed";
+        claimed("The study could not be claimed (no connection?). Reload the page to try again.", "other");
+      });
+  } else if (touchUrl) {
+    keepAlive();
+  }
+
+  // At most one touch a minute, only on real interaction.
+  function keepAlive() {
     const every = 1000 * Number(study.dataset.touchSeconds || 60);
     let last = Date.now();
     const lapsed = document.getElementById("claim-lapsed");
     const touch = () => {
       if (Date.now() - last < every) return;
       last = Date.now();
-      fetch(touchUrl, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf, Accept: "application/json" } })
-        .then((r) => r.json().then((body) => ({ ok: r.ok, body })))
+      postJson(touchUrl)
         .then(({ ok, body }) => {
           if (ok) return;
           lapsed.hidden = false;
@@ -68,7 +100,9 @@
         .catch(() => {});
     };
     ["pointerdown", "keydown", "wheel", "pointermove"].forEach((t) => document.addEventListener(t, touch, { passive: true }));
-  } else if (["in_review", "awaiting_review", "received", "queued", "analyzing"].includes(study.dataset.status)) {
+  }
+
+  if (!touchUrl && ["in_review", "awaiting_review", "received", "queued", "analyzing"].includes(study.dataset.status)) {
     // Read-only view of a study that may change (a colleague signs, the AI finishes): say so (background poll).
     const initial = study.dataset.status + "|" + (study.dataset.claimedBy || "");
     const lapsed = document.getElementById("claim-lapsed");

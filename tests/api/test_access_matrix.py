@@ -159,7 +159,7 @@ def _body(cell: Cell, username: str) -> tuple[dict | None, str]:
         ("token", "post"): {"username": username, "password": PASSWORD},
         ("patient-search", "post"): {"query": "doe"},
         ("study-review", "post"): {"finding": "pneumonia"},
-        ("study-amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look"},
+        ("study-amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look", "amends_version": 1},
         ("model-list", "post"): {"name": "new-model", "version": "2", "source_path": "/m/x.keras", "sha256": "b" * 64},
         ("model-detail", "patch"): {"description": "Recalibrated"},
     }

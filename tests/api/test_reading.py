@@ -67,16 +67,37 @@ def test_it_cannot_be_told_who_signed(world, api, rad, colleague_rad) -> None:
 def test_it_amends_a_signed_report_as_a_new_version(world, api, rad) -> None:
     client = api(rad)
     missing = client.post(_url(world.demo.reported, "amend"), {"finding": "pneumonia"}, format="json")
-    assert missing.status_code == 400 and "amendment_reason" in missing.json()
+    assert missing.status_code == 400 and {"amendment_reason", "amends_version"} <= missing.json().keys()
     response = client.post(
         _url(world.demo.reported, "amend"),
-        {"finding": "pneumonia", "amendment_reason": "Missed opacity"},
+        {"finding": "pneumonia", "amendment_reason": "Missed opacity", "amends_version": 1},
         format="json",
     )
     assert response.status_code == 201
     assert response.json()["version"] == 2 and response.json()["amendment_reason"] == "Missed opacity"
     reviews = client.get(f"{STUDIES}{world.demo.reported.pk}/").json()["reviews"]
     assert [r["version"] for r in reviews] == [1, 2]
+
+
+def test_it_refuses_an_amendment_of_a_version_no_longer_current(world, api, rad, colleague_rad) -> None:
+    # Given a signed report that a colleague amended to version 2
+    url = _url(world.demo.reported, "amend")
+    body = {"finding": "no_pneumonia", "reason": "false_positive", "amendment_reason": "Second look"}
+    assert api(colleague_rad).post(url, body | {"amends_version": 1}, format="json").status_code == 201
+
+    # When a reader who saw version 1 amends it
+    late = api(rad).post(url, body | {"amends_version": 1}, format="json")
+
+    # Then the amendment is refused with the version now current, and nothing is added
+    assert late.status_code == 409 and late.json()["current_version"] == 2
+    assert "now at version 2" in late.json()["detail"]
+    assert Review.objects.filter(study=world.demo.reported).count() == 2
+    assert api(rad).post(url, body | {"amends_version": 2}, format="json").json()["version"] == 3
+
+
+def test_it_names_the_current_version_when_refusing_a_second_signature(world, api, rad) -> None:
+    refused = api(rad).post(_url(world.demo.reported, "review"), {"finding": "pneumonia"}, format="json")
+    assert refused.status_code == 409 and refused.json()["current_version"] == 1
 
 
 def test_it_lets_the_reader_release_a_claim(world, api, rad) -> None:

@@ -75,12 +75,15 @@ def test_it_reads_overrules_and_signs_a_flagged_study(
     assert "Not Ours" not in page.content()
     screenshot(page, "01-worklist")
 
-    # Opening it claims it and shows the full-depth image.
+    # Opening it shows the full-depth image, and the page claims it (a POST once loaded, not the GET).
     first.click()
     page.wait_for_url(f"**/studies/{target.pk}/")
     page.wait_for_selector("#viewer[data-state=ready]")
     page.wait_for_selector("#viewer[data-heatmap=ready]")
+    page.wait_for_selector("#study[data-claimed=mine]")
     assert page.locator("#claim-box").inner_text().startswith("You are reading")
+    target.refresh_from_db()
+    assert (target.status, target.claimed_by) == ("in_review", rad)
     assert "AI result, not confirmed" in page.locator(".ai-image-panel:not([hidden])").text_content()
     before = _canvas_sum(page)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import io
 import re
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from PIL import Image as PILImage
 
 from cases import pictures
@@ -44,7 +46,12 @@ def _study_urls(study: Study) -> list[str]:
 
 
 def _post_urls(study: Study) -> list[str]:
-    return [f"/studies/{study.pk}/{action}/" for action in ("sign", "amend", "release", "claim/touch")]
+    return [f"/studies/{study.pk}/{action}/" for action in ("sign", "amend", "release", "claim", "claim/touch")]
+
+
+def _claim(client, study: Study):
+    """What the study page's script posts once the page is loaded."""
+    return client.post(f"/studies/{study.pk}/claim/", HTTP_ACCEPT="application/json")
 
 
 # --- Access: owner, colleague, stranger --------------------------------------------------------------
@@ -93,30 +100,82 @@ def test_it_opens_the_worklist_and_dashboard_to_readers_and_admins(
     assert client.get("/dashboard/").status_code == dashboard
 
 
-# --- Study page: claim on open, read-only views ------------------------------------------------------
+# --- Study page: claim by POST once open, read-only views ------------------------------------------------
 
 
-def test_it_claims_the_study_when_a_radiologist_opens_it(client, rad, study) -> None:
+def test_it_claims_nothing_when_another_site_sends_a_radiologist_to_the_study(client, rad, study) -> None:
+    # Given a radiologist's browser, signed in, sent to the study by a link on another web site
     client.force_login(rad)
-    page = client.get(f"/studies/{study.pk}/")
+
+    # When it follows the link (a top-level GET: SameSite=Lax sends the session cookie along)
+    page = client.get(
+        f"/studies/{study.pk}/", HTTP_SEC_FETCH_SITE="cross-site", HTTP_REFERER="https://elsewhere.example/"
+    )
+
+    # Then the page shows, ready to claim, and nothing changed
+    assert page.status_code == 200 and page.context["to_claim"] and not page.context["claimed_by_me"]
+    assert f'data-claim-url="/studies/{study.pk}/claim/"'.encode() in page.content
+    study.refresh_from_db()
+    assert (study.status, study.claimed_by) == (S.AWAITING_REVIEW, None)
+    assert not AuditEvent.objects.filter(action="claim").exists()
+
+
+def test_it_claims_the_study_when_the_opened_page_posts(client, rad, study) -> None:
+    client.force_login(rad)
+    client.get(f"/studies/{study.pk}/")
+    claimed = _claim(client, study)
+    assert claimed.status_code == 200 and claimed.json() == {"status": S.IN_REVIEW, "claimed_by": "rad"}
     study.refresh_from_db()
     assert (study.status, study.claimed_by) == (S.IN_REVIEW, rad)
-    assert page.context["can_sign"] and page.context["claimed_by_me"]
-    assert b'id="reading-form"' in page.content
+    page = client.get(f"/studies/{study.pk}/")
+    assert page.context["can_sign"] and page.context["claimed_by_me"] and not page.context["to_claim"]
+    assert b'id="reading-form"' in page.content and b"data-claim-url" not in page.content
     assert b"AI result, not confirmed" in page.content
-    assert AuditEvent.objects.filter(action="view_study", user=rad, object_id=str(study.pk)).count() == 1
+    assert AuditEvent.objects.filter(action="claim", user=rad, object_id=str(study.pk)).count() == 1
+    assert AuditEvent.objects.filter(action="view_study", user=rad, object_id=str(study.pk)).count() == 2
+
+
+def test_it_claims_only_by_post(client, rad, study) -> None:
+    client.force_login(rad)
+    assert client.get(f"/studies/{study.pk}/claim/").status_code == 405
+    assert Study.objects.get(pk=study.pk).claimed_by is None
+
+
+def test_it_refuses_a_claim_to_a_colleague_and_to_a_technician(client, rad, colleague_rad, tech, study) -> None:
+    rad.display_name = "Dr Rae"
+    rad.save()
+    client.force_login(rad)
+    _claim(client, study)
+    client.force_login(colleague_rad)
+    refused = _claim(client, study)
+    assert refused.status_code == 409
+    assert refused.json() == {"status": S.IN_REVIEW, "claimed_by": "Dr Rae", "detail": "In review by Dr Rae."}
+    client.force_login(tech)
+    assert _claim(client, study).status_code == 403
+    assert Study.objects.get(pk=study.pk).claimed_by == rad
 
 
 def test_it_shows_a_colleagues_claim_read_only(client, rad, colleague_rad, study) -> None:
     rad.display_name = "Dr Rae"
     rad.save()
     client.force_login(rad)
-    client.get(f"/studies/{study.pk}/")
+    _claim(client, study)
     client.force_login(colleague_rad)
     page = client.get(f"/studies/{study.pk}/")
     assert b"In review by Dr Rae" in page.content
-    assert b'id="reading-form"' not in page.content
+    assert b'id="reading-form"' not in page.content and b"data-claim-url" not in page.content
     assert Study.objects.get(pk=study.pk).claimed_by == rad
+
+
+def test_it_offers_a_lapsed_claim_to_the_next_reader(client, rad, colleague_rad, study, settings) -> None:
+    client.force_login(rad)
+    _claim(client, study)
+    idle = timezone.now() - timedelta(seconds=settings.PNEUMO_CLAIM_IDLE_SECONDS + 5)
+    Study.objects.filter(pk=study.pk).update(claim_seen_at=idle)
+    client.force_login(colleague_rad)
+    assert client.get(f"/studies/{study.pk}/").context["to_claim"]
+    assert _claim(client, study).status_code == 200
+    assert Study.objects.get(pk=study.pk).claimed_by == colleague_rad
 
 
 def test_it_shows_technicians_the_result_without_the_reading_tools(client, tech, study) -> None:
@@ -200,7 +259,7 @@ def test_it_explains_a_missing_overrule_reason_and_keeps_the_text(client, rad, s
 
 def test_it_answers_refused_signatures_with_their_status_codes(client, rad, colleague_rad, tech, study) -> None:
     client.force_login(rad)
-    client.get(f"/studies/{study.pk}/")
+    _claim(client, study)
     url = f"/studies/{study.pk}/sign/"
     refused = client.post(url, {"finding": "no_pneumonia"})
     assert (refused.status_code, refused.context["error"].field) == (400, "reason")
@@ -237,18 +296,41 @@ def test_it_amends_and_keeps_the_history(client, rad, study) -> None:
     client.post(f"/studies/{study.pk}/sign/", {"finding": "pneumonia", "report": "First."})
     missing = client.post(f"/studies/{study.pk}/amend/", {"finding": "indeterminate"})
     assert missing.status_code == 400 and b"Say why the report is amended." in missing.content
-    response = client.post(
-        f"/studies/{study.pk}/amend/", {"finding": "indeterminate", "report": "Second.", "amendment_reason": "Typo"}
-    )
+    amend = {"finding": "indeterminate", "report": "Second.", "amendment_reason": "Typo", "amends_version": "1"}
+    response = client.post(f"/studies/{study.pk}/amend/", amend)
     assert response.status_code == 302
     page = client.get(f"/studies/{study.pk}/")
     assert [r.version for r in page.context["history"]] == [1, 2]
     assert b"First." in page.content and b"Second." in page.content and b"Amended because: Typo" in page.content
+    assert b'name="amends_version" value="2"' in page.content
+
+
+def test_it_refuses_an_amendment_of_a_version_no_longer_current(client, rad, colleague_rad, study) -> None:
+    # Given a signed study whose amend form two radiologists opened at version 1
+    client.force_login(rad)
+    client.post(f"/studies/{study.pk}/sign/", {"finding": "pneumonia", "report": "First."})
+    opened = client.get(f"/studies/{study.pk}/")
+    assert b'name="amends_version" value="1"' in opened.content
+    amend = {"finding": "indeterminate", "amendment_reason": "Second look", "amends_version": "1"}
+    client.force_login(colleague_rad)
+    assert client.post(f"/studies/{study.pk}/amend/", amend | {"report": "Colleague's."}).status_code == 302
+
+    # When the other one sends the amendment of version 1
+    client.force_login(rad)
+    late = client.post(f"/studies/{study.pk}/amend/", amend | {"report": "Mine."})
+
+    # Then it is refused, with the version now current shown, and nothing is added
+    assert late.status_code == 409
+    assert b"This report is now at version 2" in late.content and b"Colleague&#x27;s." in late.content
+    assert b'name="amends_version" value="2"' in late.content
+    assert [r.version for r in Review.objects.filter(study=study).order_by("version")] == [1, 2]
+    missing = client.post(f"/studies/{study.pk}/amend/", {"finding": "pneumonia", "amendment_reason": "Again"})
+    assert missing.status_code == 400 and Review.objects.filter(study=study).count() == 2
 
 
 def test_it_releases_the_study_on_cancel(client, rad, study) -> None:
     client.force_login(rad)
-    client.get(f"/studies/{study.pk}/")
+    _claim(client, study)
     response = client.post(f"/studies/{study.pk}/release/")
     assert response.status_code == 302 and response["Location"] == "/worklist/"
     study.refresh_from_db()
@@ -257,7 +339,7 @@ def test_it_releases_the_study_on_cancel(client, rad, study) -> None:
 
 def test_it_refuses_to_release_a_colleagues_claim(client, rad, colleague_rad, study) -> None:
     client.force_login(rad)
-    client.get(f"/studies/{study.pk}/")
+    _claim(client, study)
     client.force_login(colleague_rad)
     response = client.post(f"/studies/{study.pk}/release/")
     assert response.status_code == 409 and b"In review by" in response.content
@@ -266,7 +348,7 @@ def test_it_refuses_to_release_a_colleagues_claim(client, rad, colleague_rad, st
 
 def test_it_keeps_the_claim_alive_on_touch(client, rad, colleague_rad, study) -> None:
     client.force_login(rad)
-    client.get(f"/studies/{study.pk}/")
+    _claim(client, study)
     touched = client.post(f"/studies/{study.pk}/claim/touch/")
     assert touched.status_code == 200 and touched.json()["claimed"] is True
     client.force_login(colleague_rad)

@@ -236,7 +236,11 @@ def test_it_hides_another_sites_study_from_every_service(north_site, make_study,
         lambda: study_release(study_id=stranger.pk, user=rad),
         lambda: review_sign(study_id=stranger.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA)),
         lambda: review_amend(
-            study_id=stranger.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA), amendment_reason="typo"
+            study_id=stranger.pk,
+            user=rad,
+            reading=ReadingInput(Finding.PNEUMONIA),
+            amendment_reason="typo",
+            amends_version=1,
         ),
     ):
         with pytest.raises(Http404):
@@ -253,6 +257,7 @@ def test_it_keeps_the_original_when_amending(study, rad, colleague_rad) -> None:
         study_id=study.pk,
         user=colleague_rad,
         amendment_reason="Second look: atelectasis.",
+        amends_version=1,
         reading=ReadingInput(Finding.NO_PNEUMONIA, reason="false_positive", report="Atelectasis only."),
     )
     original.refresh_from_db()
@@ -266,21 +271,81 @@ def test_it_keeps_the_original_when_amending(study, rad, colleague_rad) -> None:
 def test_it_requires_a_reason_to_amend(study, rad) -> None:
     review_sign(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA))
     with pytest.raises(ReviewError) as refused:
-        review_amend(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA), amendment_reason="  ")
+        review_amend(
+            study_id=study.pk,
+            user=rad,
+            reading=ReadingInput(Finding.PNEUMONIA),
+            amendment_reason="  ",
+            amends_version=1,
+        )
     assert refused.value.field == "amendment_reason"
 
 
 def test_it_amends_only_signed_studies(study, rad) -> None:
     with pytest.raises(ReviewError) as refused:
-        review_amend(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA), amendment_reason="x")
+        review_amend(
+            study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA), amendment_reason="x", amends_version=1
+        )
     assert refused.value.code == "conflict"
 
 
 def test_it_lets_only_radiologists_amend(study, rad, tech) -> None:
     review_sign(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA))
     with pytest.raises(ReviewError) as refused:
-        review_amend(study_id=study.pk, user=tech, reading=ReadingInput(Finding.PNEUMONIA), amendment_reason="x")
+        review_amend(
+            study_id=study.pk,
+            user=tech,
+            reading=ReadingInput(Finding.PNEUMONIA),
+            amendment_reason="x",
+            amends_version=1,
+        )
     assert refused.value.code == "forbidden"
+
+
+def _amend(study: Study, user, amends_version: int | None, report: str = "") -> Review:
+    return review_amend(
+        study_id=study.pk,
+        user=user,
+        reading=ReadingInput(Finding.INDETERMINATE, report=report),
+        amendment_reason="Second look",
+        amends_version=amends_version,
+    )
+
+
+def test_it_refuses_an_amendment_of_a_version_no_longer_current(study, rad, colleague_rad) -> None:
+    # Given a signed study that a colleague amended (version 2) while the reader still had version 1 open
+    review_sign(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA))
+    _amend(study, colleague_rad, 1, report="Colleague's amendment.")
+
+    # When the reader sends an amendment of version 1
+    with pytest.raises(ReviewError) as refused:
+        _amend(study, rad, 1, report="Mine.")
+
+    # Then it is refused as a conflict that names the current version, and nothing is added
+    assert (refused.value.code, refused.value.current_version) == ("conflict", 2)
+    assert "now at version 2" in refused.value.message
+    assert list(study.reviews.order_by("version").values_list("version", "report_text")) == [
+        (1, ""),
+        (2, "Colleague's amendment."),
+    ]
+    assert AuditEvent.objects.filter(action="amend").count() == 1
+    assert _amend(study, rad, 2, report="Mine, having read v2.").version == 3
+
+
+@pytest.mark.parametrize("amends_version", [None, 3])
+def test_it_refuses_an_amendment_that_does_not_name_the_current_version(study, rad, amends_version) -> None:
+    review_sign(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA))
+    with pytest.raises(ReviewError) as refused:
+        _amend(study, rad, amends_version)
+    assert refused.value.code == ("invalid" if amends_version is None else "conflict")
+    assert study.reviews.count() == 1
+
+
+def test_it_names_the_current_version_when_refusing_a_second_signature(study, rad, colleague_rad) -> None:
+    review_sign(study_id=study.pk, user=rad, reading=ReadingInput(Finding.PNEUMONIA))
+    with pytest.raises(ReviewError) as refused:
+        review_sign(study_id=study.pk, user=colleague_rad, reading=ReadingInput(Finding.PNEUMONIA))
+    assert (refused.value.code, refused.value.current_version) == ("conflict", 1)
 
 
 # --- Pure helpers -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from cases.api.tokens import token_create
 from cases.models import AuditEvent, Review, Study, User
-from cases.reviews import ReadingInput, ReviewError, review_sign
+from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign
 from cases.states import StudyStatus
 
 pytestmark = [
@@ -73,6 +73,35 @@ def test_it_lets_exactly_one_of_two_radiologists_sign_the_same_study(demo_site, 
         study.refresh_from_db()
         assert study.status == StudyStatus.REPORTED and study.reviews.get().radiologist == signed[0].radiologist
         assert AuditEvent.objects.filter(action="sign", detail__study_id=study.pk).count() == 1
+
+
+def amend(user: User, study: Study) -> Callable[[], Review]:
+    return lambda: review_amend(
+        study_id=study.pk,
+        user=user,
+        reading=ReadingInput(finding="indeterminate", report=f"Amended by {user.username}"),
+        amendment_reason="Second look",
+        amends_version=1,
+    )
+
+
+def test_it_lets_exactly_one_of_two_radiologists_amend_the_same_version(demo_site, rad, colleague_rad, make_study):
+    for _ in range(ROUNDS):
+        # Given a signed study (version 1)
+        study = make_study(demo_site, status=StudyStatus.AWAITING_REVIEW)
+        review_sign(study_id=study.pk, user=rad, reading=ReadingInput(finding="no_pneumonia"))
+
+        # When two radiologists amend version 1 at the same moment
+        results = at_once(amend(rad, study), amend(colleague_rad, study))
+
+        # Then one amendment becomes version 2 and the other is refused, told version 2 is current
+        amended = [r for r in results if isinstance(r, Review)]
+        refused = [r for r in results if isinstance(r, ReviewError)]
+        assert len(amended) == 1 and len(refused) == 1, results
+        assert (refused[0].code, refused[0].current_version) == ("conflict", 2)
+        assert list(study.reviews.order_by("version").values_list("version", flat=True)) == [1, 2]
+        assert study.reviews.get(version=2).radiologist == amended[0].radiologist
+        assert AuditEvent.objects.filter(action="amend", detail__study_id=study.pk).count() == 1
 
 
 def test_it_lets_exactly_one_of_two_api_clients_claim_the_same_study(demo_site, rad, colleague_rad, make_study):

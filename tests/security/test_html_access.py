@@ -21,8 +21,9 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from cases.api.tokens import token_create
 from cases.audit import audit_record
-from cases.models import AuditEvent, Review, User
+from cases.models import ApiToken, AuditEvent, Review, User
 from inference.models import ModelVersion
 from tests.api.conftest import SiteWorld, site_world
 
@@ -103,6 +104,7 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("login", "get"): {"anon": 200, "tech": 302, "rad": 302, "admin": 302},
     ("logout", "post"): {"anon": 302, "tech": 302, "rad": 302, "admin": 302},
     ("health", "get"): {"anon": 200, "tech": 200, "rad": 200, "admin": 200},
+    ("favicon", "get"): {"anon": 301, "tech": 301, "rad": 301, "admin": 301},
     ("metrics", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 200},
     ("upload", "get"): {"anon": 302, "tech": 200, "rad": 403, "admin": 200},
     ("upload_files", "post"): {"anon": 302, "tech": 400, "rad": 403, "admin": 400},  # no file sent
@@ -114,8 +116,9 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("worklist_version", "get"): READERS,
     ("dashboard", "get"): READERS,
     ("audit_export_csv", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
-    # The study awaiting review: opening it claims it for a radiologist.
+    # The study awaiting review: opening it changes nothing; its page then claims it with a POST (radiologists).
     ("study_detail", "get"): ANY_SIGNED_IN,
+    ("study_claim", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
     ("study_report", "get"): ANY_SIGNED_IN,
     # Touching a claim one does not hold is a conflict for everyone.
     ("study_claim_touch", "post"): {"anon": 302, "tech": 409, "rad": 409, "admin": 409},
@@ -131,7 +134,7 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
 }
 BODIES = {
     ("study_sign", "post"): {"finding": "pneumonia"},
-    ("study_amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look"},
+    ("study_amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look", "amends_version": "1"},
     ("worklist", "post"): {"priority": "stat"},
 }
 
@@ -153,6 +156,8 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "axes_accesslog": AdminModel(lambda w, s: w.access_log, sited=False, refused=NOT_ADDED),
     "axes_accessfailurelog": AdminModel(lambda w, s: w.failure_log, sited=False, refused=NOT_ADDED),
     "cases_site": AdminModel(lambda w, s: w.site(s).site),
+    # A token is read-only in the admin: listed, viewed and revoked (its delete), never added.
+    "cases_apitoken": AdminModel(lambda w, s: w.token, sited=False, refused=NOT_ADDED),
     "cases_user": AdminModel(lambda w, s: w.user(s)),
     "cases_patient": AdminModel(lambda w, s: w.site(s).patient),
     "cases_study": AdminModel(lambda w, s: w.site(s).awaiting),
@@ -195,6 +200,7 @@ class World:
     attempt: AccessAttempt
     access_log: AccessLog
     failure_log: AccessFailureLog
+    token: ApiToken
 
     def site(self, code: str) -> SiteWorld:
         return self.demo if code == "DEMO" else self.north
@@ -237,6 +243,7 @@ def world(demo_site, north_site, rad, colleague_rad, north_rad, make_patient, ma
         attempt=AccessAttempt.objects.create(**axes, get_data="", post_data="", failures_since_start=1),
         access_log=AccessLog.objects.create(**axes),
         failure_log=AccessFailureLog.objects.create(**axes),
+        token=token_create(user=rad)[1],
     )
 
 
