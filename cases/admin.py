@@ -10,6 +10,7 @@ from cases import services
 from cases.api.tokens import token_revoke, tokens_revoke_all
 from cases.audit import audit_record
 from cases.audit_export import audit_export_action
+from cases.identifiers import IdentifierValidator
 from cases.models import ApiToken, AuditEvent, Image, Patient, Review, Site, Study, User
 
 
@@ -142,8 +143,21 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
         return ", ".join(s.code for s in obj.sites.all()) or "-"
 
 
+class PatientAdminForm(forms.ModelForm):
+    class Meta:
+        model = Patient
+        fields = ["site", "patient_id", "name", "birth_date", "sex", "demographics_conflict"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The same rule as every upload door: an admin cannot type an ID that passes for another patient's.
+        for name, label in (("patient_id", "patient ID"), ("name", "patient name")):
+            self.fields[name].validators.append(IdentifierValidator(label))
+
+
 @admin.register(Patient)
 class PatientAdmin(AuditedAdmin):
+    form = PatientAdminForm
     list_display = ("patient_id", "name", "birth_date", "sex", "site", "has_conflict", "created_at")
     list_filter = ("site", "sex")
     search_fields = ("patient_id", "name")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from cases import selectors
+from cases.identifiers import IdentifierValidator
 from cases.models import Priority, Sex, Site, User
 
 
@@ -12,8 +13,12 @@ class UploadForm(forms.Form):
     site = forms.ModelChoiceField(queryset=Site.objects.none(), required=False)
     priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.ROUTINE)
     batch = forms.CharField(max_length=64, required=False)
-    patient_id = forms.CharField(max_length=64, required=False, label="Patient ID / MRN")
-    patient_name = forms.CharField(max_length=200, required=False, label="Patient name")
+    patient_id = forms.CharField(
+        max_length=64, required=False, label="Patient ID / MRN", validators=[IdentifierValidator("patient ID")]
+    )
+    patient_name = forms.CharField(
+        max_length=200, required=False, label="Patient name", validators=[IdentifierValidator("patient name")]
+    )
     birth_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
     study_description = forms.CharField(max_length=200, required=False)

@@ -27,6 +27,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from cases.audit import audit_record
+from cases.identifiers import identifier_refusal
 from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, zero_preamble
 from cases.models import Image, Patient, Priority, Site, Study, User
 from inference.model_input import input_grid_make
@@ -173,6 +174,15 @@ def _identifiers_fit(meta) -> None:
     ):
         if value and len(value.strip()) > _MAX_IDENTIFIER:
             raise Refused(f"The DICOM file's {label} is longer than {_MAX_IDENTIFIER} characters: not valid DICOM")
+    _patient_readable("DICOM file's patient ID (PatientID)", meta.patient_id)
+    _patient_readable("DICOM file's patient name (PatientName)", meta.patient_name)
+
+
+def _patient_readable(label: str, value: str | None) -> None:
+    """Whichever door a file came through (page, API, import, listener): no ID that can pass for another."""
+    refusal = identifier_refusal(value or "", label=label)
+    if refusal:
+        raise Refused(refusal)
 
 
 def _fit(model: type, fields: dict) -> dict:
@@ -212,6 +222,8 @@ def _identity(
     if manual is None or not manual.patient_id.strip():
         raise Refused("PNG and JPEG files carry no patient details: enter at least the patient ID")
     patient_id = manual.patient_id.strip()
+    _patient_readable("patient ID", patient_id)
+    _patient_readable("patient name", manual.name.strip())
     # One study per patient per upload batch; the same bytes again are a duplicate.
     study_uid = batch_study_uids.setdefault(patient_id, _batch_study_uid(manual, patient_id))
     return Identity(

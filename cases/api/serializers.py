@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cases.identifiers import IdentifierValidator
 from cases.models import (
     Agreement,
     AuditEvent,
@@ -365,8 +366,17 @@ class UploadSerializer(serializers.Serializer):
         default="",
         help_text="Files sent in several requests with the same batch become one study per patient (PNG/JPEG)",
     )
-    patient_id = serializers.CharField(max_length=64, required=False, default="")
-    patient_name = serializers.CharField(max_length=200, required=False, default="")
+    # Not trimmed here: a leading or trailing newline is refused as the schema's pattern says (ingest trims spaces).
+    patient_id = serializers.CharField(
+        max_length=64, required=False, default="", trim_whitespace=False, validators=[IdentifierValidator("patient ID")]
+    )
+    patient_name = serializers.CharField(
+        max_length=200,
+        required=False,
+        default="",
+        trim_whitespace=False,
+        validators=[IdentifierValidator("patient name")],
+    )
     birth_date = serializers.DateField(required=False, allow_null=True, default=None)
     sex = serializers.ChoiceField(choices=Sex.choices, required=False, default="")
     study_description = serializers.CharField(max_length=200, required=False, default="")

@@ -124,6 +124,19 @@ def test_it_refuses_png_without_a_patient_id(demo_site, api, tech) -> None:
     assert "patient ID" in response.json()["files"][0]["reason"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("patient_id", "MRN-\u202e7"), ("patient_id", "MRN-7\n"), ("patient_name", "ROE\u200f^RICHARD")],
+)
+def test_it_refuses_patient_details_that_can_pass_for_another_patient(demo_site, api, tech, field, value) -> None:
+    fields = {"patient_id": "MRN-7", "patient_name": "ROE^RICHARD"} | {field: value}
+    response = _upload(api(tech), ("chest.png", make_png()), **fields)
+    assert response.status_code == 400
+    (reason,) = response.json()[field]
+    assert reason.startswith("The patient ") and "can make it look like another patient's" in reason
+    assert not Study.objects.exists()
+
+
 def test_it_lets_clients_choose_only_among_their_own_sites(demo_site, north_site, api, tech) -> None:
     response = _upload(api(tech), ("a.dcm", make_dicom()), site="NORTH")
     assert response.status_code == 400

@@ -61,6 +61,23 @@ def test_it_corrects_demographics_resolves_the_conflict_and_audits(client, super
     assert AuditEvent.objects.filter(action="patient_correct", object_id=str(patient.pk)).count() == 1
 
 
+@pytest.mark.parametrize(("field", "value"), [("patient_id", "MRN-\u202e1"), ("name", "Doe^\nJohn")])
+def test_it_refuses_a_patient_id_or_name_that_can_pass_for_another(
+    client, superuser, demo_site, make_patient, field, value
+) -> None:
+    patient = make_patient(demo_site, name="Doe^Jon")
+    client.force_login(superuser)
+    form = {"site": demo_site.pk, "patient_id": patient.patient_id, "name": "Doe^Jon", "birth_date": "", "sex": "M"}
+    response = client.post(
+        reverse("admin:cases_patient_change", args=[patient.pk]), form | {field: value, "demographics_conflict": ""}
+    )
+    assert response.status_code == 200  # the form again, with the reason
+    assert "can make it look like another patient&#x27;s" in response.content.decode()
+    patient.refresh_from_db()
+    assert getattr(patient, field) != value
+    assert not AuditEvent.objects.filter(action="patient_correct").exists()
+
+
 def test_it_moves_a_study_to_the_right_patient_and_audits(
     superuser, demo_site, north_site, make_patient, make_study, client
 ) -> None:

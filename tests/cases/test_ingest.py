@@ -235,6 +235,40 @@ def test_it_keeps_names_with_other_character_sets_and_markup_verbatim(ready) -> 
     assert "<script>" in Patient.objects.get(patient_id="B").name
 
 
+@pytest.mark.parametrize(
+    ("header", "value", "reason_part"),
+    [
+        ("patient_id", "MRN-\u202e4321", "patient ID (PatientID) contains a bidirectional-text control character"),
+        ("patient_id", "MRN\u20661", "U+2066"),
+        ("patient_id", "MRN\n1", "patient ID (PatientID) contains a line break or another control character"),
+        ("patient_name", "DOE^\u202eENAJ", "patient name (PatientName) contains a bidirectional-text control"),
+        ("patient_name", "DOE\r\nJANE", "U+000D"),
+    ],
+)
+def test_it_refuses_a_dicom_whose_patient_id_or_name_can_pass_for_another(ready, header, value, reason_part) -> None:
+    # Given a DICOM whose PatientID or PatientName carries a bidi override or a line break
+    site, tech = ready
+    before = _stored_files()
+    data = make_dicom(charset="ISO_IR 192", **{header: value})
+
+    # When it is ingested (the page, the API, import_studies and the listener all come here)
+    report = _ingest(site, tech, ("spoof.dcm", data))
+
+    # Then it is refused with the reason, and nothing is stored
+    assert report.files[0].status == "refused" and reason_part in report.files[0].reason
+    assert not Patient.objects.exists() and not Study.objects.exists() and not Image.objects.exists()
+    assert _stored_files() == before
+    assert AuditEvent.objects.filter(action="upload_refused").count() == 1
+
+
+def test_it_refuses_a_typed_patient_id_that_can_pass_for_another(ready) -> None:
+    site, tech = ready
+    for manual in (ManualPatient(patient_id="MRN\u202e9"), ManualPatient(patient_id="MRN-9", name="Ada\u2069")):
+        report = _ingest(site, tech, ("a.png", make_png()), manual=manual)
+        assert report.files[0].status == "refused" and "bidirectional-text control" in report.files[0].reason
+    assert not Patient.objects.exists()
+
+
 # --- through the upload page ---------------------------------------------------------
 
 
@@ -263,6 +297,18 @@ def test_it_answers_400_when_every_file_is_refused(client, ready) -> None:
     response = _post(client, *bad_files().items())
     assert response.status_code == 400
     assert all(f["status"] == "refused" and f["reason"] for f in response.json()["files"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("patient_id", "MRN\u202e9"), ("patient_name", "Ada\nLovelace")])
+def test_it_refuses_a_typed_patient_that_can_pass_for_another_on_the_page(client, ready, field, value) -> None:
+    _site, tech = ready
+    client.force_login(tech)
+    fields = {"patient_id": "MRN-9", "patient_name": "Ada Lovelace"} | {field: value}
+    response = _post(client, ("chest.png", make_png()), **fields)
+    assert response.status_code == 400
+    (reason,) = response.json()["errors"][field]
+    assert reason.startswith("The patient ") and "can make it look like another patient's" in reason
+    assert not Study.objects.exists()
 
 
 def test_it_shows_escaped_names_on_the_studies_page(client, ready) -> None:
