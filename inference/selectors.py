@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections.abc import Iterable
 
-from cases.models import Image
+from django.db.models import QuerySet
+from django.http import Http404
+
+from cases.models import Image, Study
 from inference.models import ModelVersion, Prediction, PredictionStatus
 
 
+def predictions_current_first(predictions: Iterable[Prediction]) -> list[Prediction]:
+    """An image's predictions, its current one first: the active model's, else the newest."""
+    return sorted(predictions, key=lambda p: (p.model_version.is_active, p.created_at, p.pk), reverse=True)
+
+
 def prediction_current(*, image: Image) -> Prediction | None:
-    """The active model's prediction for an image, else the newest one."""
-    predictions = list(image.predictions.select_related("model_version").order_by("-created_at"))
-    for prediction in predictions:
-        if prediction.model_version.is_active:
-            return prediction
+    """The image's current prediction (see ``predictions_current_first``), or None."""
+    predictions = predictions_current_first(image.predictions.select_related("model_version"))
     return predictions[0] if predictions else None
+
+
+def predictions_current_by_image(*, study: Study) -> dict[int, Prediction]:
+    """Each image's current prediction, by image id, in one query."""
+    current: dict[int, Prediction] = {}
+    rows = Prediction.objects.filter(image__study=study).select_related("model_version")
+    for prediction in predictions_current_first(rows):
+        current.setdefault(prediction.image_id, prediction)
+    return current
+
+
+def prediction_with_heatmap(*, image: Image) -> Prediction:
+    """The image's current prediction if it succeeded with a heatmap; 404 otherwise (pages and API alike)."""
+    prediction = prediction_current(image=image)
+    if not prediction_has_heatmap(prediction):
+        raise Http404("This image has no AI heatmap.")
+    prediction.image = image
+    return prediction
 
 
 def prediction_succeeded(prediction: Prediction | None) -> bool:
     return prediction is not None and prediction.status == PredictionStatus.SUCCEEDED
+
+
+def prediction_has_heatmap(prediction: Prediction | None) -> bool:
+    return prediction_succeeded(prediction) and bool(prediction.heatmap)
 
 
 def model_versions() -> QuerySet[ModelVersion]:
