@@ -49,9 +49,12 @@ def manual_patient_from(fields: Mapping[str, Any], *, user: User) -> ManualPatie
 def upload_ingest(
     *, request: HttpRequest, files: Iterable[UploadedFile], fields: Mapping[str, Any], site: Site
 ) -> IngestReport:
-    """Store the files of one upload request (the page's or the API's) with the fields sent beside them."""
+    """Store the files of one upload request (the page's or the API's) with the fields sent beside them.
+
+    The files stay where Django spooled them until their turn: one is read at a time, and released after.
+    """
     return studies_ingest(
-        files=[IncomingFile(f.name, f.read()) for f in files],
+        files=(IncomingFile.from_upload(f) for f in files),
         site=site,
         user=request.user,
         priority=fields["priority"],
@@ -61,7 +64,7 @@ def upload_ingest(
 
 
 def upload_result(report: IngestReport) -> dict:
-    """One line per file (stored, duplicate or refused, and why) and the studies that received images."""
+    """One line per file (stored, duplicate, refused or skipped, and why) and the studies that received images."""
     return {"files": [asdict(f) for f in report.files], "study_ids": report.study_ids}
 
 

@@ -4,20 +4,32 @@ The upload page, the API and ``import_studies`` all call ``studies_ingest``.
 Each file is decoded in an isolated process under time and memory limits,
 checked, and stored in its own transaction, so a broken file in a batch of ten
 still leaves nine stored, and a refusal leaves no partial study or orphan file.
+
+Files are opened one at a time (``IncomingFile.from_upload`` reads a spooled
+upload only when its turn comes), and a zip's members are inflated one at a
+time in counted chunks. An archive that is a bomb (overlapping entries, more
+entries or more inflated bytes than allowed) is refused whole before anything
+in it is inflated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
+import itertools
 import logging
+import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -28,18 +40,27 @@ from django.utils import timezone
 
 from cases.audit import audit_record
 from cases.identifiers import identifier_refusal
-from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, zero_preamble
+from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, sniff, zero_preamble
 from cases.models import Image, Patient, Priority, Site, Study, User
 from inference.model_input import input_grid_make
 
 if TYPE_CHECKING:
+    from django.core.files.uploadedfile import UploadedFile
+
     from inference.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
-STORED, DUPLICATE, REFUSED = "stored", "duplicate", "refused"
+STORED, DUPLICATE, REFUSED, SKIPPED = "stored", "duplicate", "refused", "skipped"
 ZIP_MAX_ENTRIES = 5000
 ZIP_MAX_RATIO = 200  # a compression ratio beyond this is a zip bomb, not an X-ray export
+# Unpacking one archive stops after this long (each member's decoding may take up to 10 s):
+# the members not reached are refused by name, to be sent again in another upload.
+ZIP_MAX_SECONDS = 300
+# zipfile reads the whole central directory before we see one entry: bound it first (1 KiB per entry is ample).
+ZIP_MAX_DIRECTORY_BYTES = ZIP_MAX_ENTRIES * 1024
+_INFLATE_CHUNK = 1 << 20
+_LOCAL_HEADER_BYTES = 30  # a zip local file header before its name, extra field and data
 
 
 class Refused(Exception):
@@ -63,8 +84,33 @@ class ManualPatient:
 
 @dataclass(frozen=True)
 class IncomingFile:
+    """One file to ingest: its bytes, or an ``opener`` called only when the file's turn comes.
+
+    With an opener the files of a request are read one at a time, each from its
+    spooled upload or its path, and closed (their memory or temporary file
+    released) before the next is opened.
+    """
+
     name: str
-    data: bytes
+    data: bytes = b""
+    opener: Callable[[], BinaryIO] | None = None
+
+    @classmethod
+    def from_upload(cls, upload: UploadedFile) -> IncomingFile:
+        return cls(upload.name or "upload", opener=functools.partial(_rewound, upload))
+
+    @classmethod
+    def from_path(cls, name: str, path: Path) -> IncomingFile:
+        return cls(name, opener=functools.partial(path.open, "rb"))
+
+    def open(self) -> BinaryIO:
+        return self.opener() if self.opener is not None else io.BytesIO(self.data)
+
+
+def _rewound(upload: UploadedFile) -> BinaryIO:
+    # Closing the file itself frees an in-memory upload and deletes a spooled one once ingested.
+    upload.seek(0)
+    return upload.file
 
 
 @dataclass
@@ -87,47 +133,181 @@ class IngestReport:
 
     @property
     def accepted(self) -> bool:
-        return any(f.status != REFUSED for f in self.files)
+        return any(f.status in (STORED, DUPLICATE) for f in self.files)
 
 
-def _expand(incoming: IncomingFile) -> Iterator[IncomingFile | FileOutcome]:
-    """A zip (such as a PACS export) yields its members; anything else itself."""
-    if not incoming.data.startswith(b"PK\x03\x04"):
-        yield incoming
+# --- Reading files and unpacking zips -----------------------------------------------------------
+
+
+def _mb(size: int) -> int:
+    return size >> 20
+
+
+def _read_limited(handle: BinaryIO, limit: int, refusal: str) -> bytes:
+    """At most ``limit`` bytes, read in chunks: a larger file is refused once the limit is passed, not read whole."""
+    buffer = io.BytesIO()  # getvalue() hands over its buffer without a copy
+    while chunk := handle.read(_INFLATE_CHUNK):
+        if buffer.tell() + len(chunk) > limit:
+            raise Refused(refusal)
+        buffer.write(chunk)
+    return buffer.getvalue()
+
+
+def _loaded(name: str, handle: BinaryIO) -> IncomingFile:
+    limit = settings.PNEUMO_MAX_UPLOAD_BYTES
+    refusal = f"The file is larger than the {_mb(limit)} MB limit"
+    if handle.seek(0, io.SEEK_END) > limit:
+        raise Refused(refusal)  # told by its size: not read at all
+    handle.seek(0)
+    return IncomingFile(name, _read_limited(handle, limit, refusal))
+
+
+def _expand(name: str, handle: BinaryIO) -> Iterator[IncomingFile | FileOutcome]:
+    """A zip (such as a PACS export) yields its members one at a time; anything else itself."""
+    if handle.read(4) != b"PK\x03\x04":
+        yield _loaded(name, handle)
         return
     try:
-        archive = zipfile.ZipFile(io.BytesIO(incoming.data))
-        members = [m for m in archive.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, ValueError, OSError):
-        yield IncomingFile(incoming.name, incoming.data)  # decoding refuses it with a clear reason
+        archive = _zip_open(handle)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        yield _loaded(name, handle)  # decoding refuses it with a clear reason
         return
-    if len(members) > ZIP_MAX_ENTRIES:
+    entries = archive.infolist()
+    _archive_check(archive, entries)
+    yield from _zip_members(archive, entries, name)
+
+
+def _zip_open(handle: BinaryIO) -> zipfile.ZipFile:
+    handle.seek(0)
+    # zipfile's own reading of the end record (it handles zip64 and comments); private, stable since Python 2.
+    end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
+    if end is None:
+        raise zipfile.BadZipFile("no end of central directory")
+    entries, directory_bytes = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if entries > ZIP_MAX_ENTRIES or directory_bytes > ZIP_MAX_DIRECTORY_BYTES:
         raise Refused(f"The zip file holds more than {ZIP_MAX_ENTRIES} files")
-    for member in members:
-        yield from _zip_member(archive, member, incoming.name)
+    handle.seek(0)
+    return zipfile.ZipFile(handle)
+
+
+def _archive_check(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]) -> None:
+    """Refuse a whole archive that is a bomb, before any of it is inflated (so nothing of it is stored)."""
+    if len(entries) > ZIP_MAX_ENTRIES:
+        raise Refused(f"The zip file holds more than {ZIP_MAX_ENTRIES} files")
+    if _entries_overlap(entries, archive.start_dir):
+        raise Refused(
+            "The zip file's entries overlap (several names share the same compressed data): "
+            "a zip bomb, not an X-ray export; nothing of it was stored"
+        )
+    declared = sum(entry.file_size for entry in entries)
+    limit = settings.PNEUMO_MAX_INFLATED_BYTES
+    if declared > limit:
+        raise Refused(
+            f"The zip file unpacks to {_mb(declared)} MB, over the {_mb(limit)} MB limit for one archive: "
+            "send it in smaller parts; nothing of it was stored"
+        )
+
+
+def _entries_overlap(entries: list[zipfile.ZipInfo], directory_start: int) -> bool:
+    """Two entries sharing bytes, or one running into the central directory (D. Fifield, "A better zip bomb")."""
+    spans = sorted((entry.header_offset, _entry_end(entry)) for entry in entries)
+    for (_, end), (next_start, _) in itertools.pairwise(spans):
+        if next_start < end:
+            return True
+    return bool(spans) and spans[-1][1] > directory_start
+
+
+def _entry_end(entry: zipfile.ZipInfo) -> int:
+    encoding = "utf-8" if entry.flag_bits & 0x800 else "cp437"
+    try:
+        name_bytes = len(entry.orig_filename.encode(encoding))
+    except UnicodeEncodeError:
+        name_bytes = 0
+    return entry.header_offset + _LOCAL_HEADER_BYTES + name_bytes + entry.compress_size
+
+
+@dataclass
+class _Budget:
+    """What is left of one archive's inflated bytes and time."""
+
+    bytes_left: int
+    deadline: float
+
+    def expired(self) -> bool:
+        return self.bytes_left <= 0 or time.monotonic() > self.deadline
+
+
+def _zip_members(
+    archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], zip_name: str
+) -> Iterator[IncomingFile | FileOutcome]:
+    budget = _Budget(settings.PNEUMO_MAX_INFLATED_BYTES, time.monotonic() + ZIP_MAX_SECONDS)
+    for entry in entries:
+        name = f"{zip_name}/{entry.filename}"
+        if reason := _skip_reason(entry):
+            yield FileOutcome(name, SKIPPED, reason)
+        elif budget.expired():
+            yield FileOutcome(
+                name, REFUSED, f"Not unpacked: the zip took longer than {ZIP_MAX_SECONDS} s; send this file again"
+            )
+        else:
+            yield _zip_member(archive, entry, name, budget)
+
+
+def _skip_reason(entry: zipfile.ZipInfo) -> str:
+    """Why a member is not an image to ingest; empty when it may be one."""
+    path = entry.orig_filename  # as written: zipfile rewrites backslashes only on Windows
+    parts = path.split("/")
+    base = parts[-1]
+    if entry.is_dir():
+        return "A folder, not a file"
+    if "\\" in path:
+        return "The name holds a backslash: not unpacked"
+    if ".." in parts:
+        return "The name climbs out of its folder ('..'): not unpacked"
+    if parts[0] == "__MACOSX":
+        return "macOS metadata (__MACOSX), not an image"
+    if base.upper() == "DICOMDIR":
+        return "DICOMDIR is the export's index, not an image"
+    if base.startswith("."):
+        return "A hidden file (its name starts with a dot), not an image"
+    return ""
 
 
 def _zip_member(
-    archive: zipfile.ZipFile, member: zipfile.ZipInfo, zip_name: str
-) -> Iterator[IncomingFile | FileOutcome]:
-    name = f"{zip_name}/{member.filename}"
-    base = member.filename.rsplit("/", 1)[-1]
-    if base.startswith(".") or base.upper() == "DICOMDIR":
-        return  # index files and OS litter, not images
-    if member.file_size > settings.PNEUMO_MAX_UPLOAD_BYTES:
-        limit_mb = settings.PNEUMO_MAX_UPLOAD_BYTES >> 20
-        yield FileOutcome(name, REFUSED, f"The file in the zip is larger than the {limit_mb} MB limit")
-        return
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str, budget: _Budget
+) -> IncomingFile | FileOutcome:
+    limit = settings.PNEUMO_MAX_UPLOAD_BYTES
+    if member.file_size > limit:
+        return FileOutcome(name, REFUSED, f"The file in the zip is larger than the {_mb(limit)} MB limit")
     if member.compress_size and member.file_size / member.compress_size > ZIP_MAX_RATIO:
-        yield FileOutcome(
+        return FileOutcome(
             name, REFUSED, f"The file in the zip expands over {ZIP_MAX_RATIO}-fold: a zip bomb, not an X-ray export"
         )
-        return
     try:
-        yield IncomingFile(name, archive.read(member))
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        data = _inflate(archive, member, budget)
+    except Refused as exc:
+        return FileOutcome(name, REFUSED, str(exc))
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
         logger.info("unreadable zip member (%s)", type(exc).__name__)
-        yield IncomingFile(name, b"\x00unreadable")
+        return FileOutcome(name, REFUSED, "The file in the zip could not be unpacked: it is damaged or encrypted")
+    return IncomingFile(name, data)
+
+
+def _inflate(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: _Budget) -> bytes:
+    """The member's bytes, counted while inflating against its own and the archive's limits (headers can lie)."""
+    limit = settings.PNEUMO_MAX_UPLOAD_BYTES
+    if budget.bytes_left < limit:
+        limit, refusal = budget.bytes_left, "The zip file unpacks to more than its header says: a zip bomb"
+    else:
+        refusal = f"The file in the zip is larger than the {_mb(limit)} MB limit"
+    with archive.open(member) as handle:
+        try:
+            data = _read_limited(handle, limit, refusal)
+        except Refused:
+            budget.bytes_left = 0  # the archive lied once: nothing more of it is inflated
+            raise
+    budget.bytes_left -= len(data)
+    return data
 
 
 def _decode(item: IncomingFile) -> DecodedImage:
@@ -135,6 +315,8 @@ def _decode(item: IncomingFile) -> DecodedImage:
         limit_mb = settings.PNEUMO_MAX_UPLOAD_BYTES // (1024 * 1024)
         raise Refused(f"The file is larger than the {limit_mb} MB limit")
     try:
+        # The format is told from the first bytes here: a file that is no image costs no decoding process.
+        sniff(item.data, item.name)
         return decode_guarded(
             item.data,
             filename=item.name,
@@ -429,18 +611,39 @@ def _ingest_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     try:
         return _store_one(item, batch)
     except Refused as exc:
-        audit_record(
-            action="upload_refused", user=batch.user, site=batch.site, request=batch.request, reason=str(exc)[:200]
-        )
         return FileOutcome(item.name, REFUSED, str(exc))
 
 
-def _items(files: Iterable[IncomingFile]) -> Iterator[IncomingFile | FileOutcome]:
-    for incoming in files:
+def _items(incoming: IncomingFile) -> Iterator[IncomingFile | FileOutcome]:
+    """The file, or its members; the file is open only while they are ingested."""
+    try:
+        handle = incoming.open()
+    except OSError as exc:
+        yield FileOutcome(incoming.name, REFUSED, f"Cannot read the file ({exc.strerror or type(exc).__name__})")
+        return
+    with handle:
         try:
-            yield from _expand(incoming)
+            yield from _expand(incoming.name, handle)
         except Refused as exc:
             yield FileOutcome(incoming.name, REFUSED, str(exc))
+
+
+def _file_ingest(incoming: IncomingFile, batch: _Batch) -> list[FileOutcome]:
+    outcomes = [item if isinstance(item, FileOutcome) else _ingest_one(item, batch) for item in _items(incoming)]
+    _refusals_audit(outcomes, batch)
+    return outcomes
+
+
+def _refusals_audit(outcomes: list[FileOutcome], batch: _Batch) -> None:
+    """One event per uploaded file with refusals: a zip of 1,500 refused members is one row, with counts."""
+    refused = [outcome for outcome in outcomes if outcome.status == REFUSED]
+    if not refused:
+        return
+    detail: dict = {"reason": refused[0].reason[:200]}
+    if len(outcomes) > 1:
+        reasons = Counter(outcome.reason[:200] for outcome in refused)
+        detail.update(refused=len(refused), files=len(outcomes), reasons=dict(reasons.most_common(5)))
+    audit_record(action="upload_refused", user=batch.user, site=batch.site, request=batch.request, **detail)
 
 
 def studies_ingest(
@@ -465,9 +668,8 @@ def studies_ingest(
         model_version=active_model_version(),  # one query per batch, not per file
     )
     report = IngestReport()
-    for item in _items(files):
-        outcome = item if isinstance(item, FileOutcome) else _ingest_one(item, batch)
-        report.files.append(outcome)
+    for incoming in files:
+        report.files += _file_ingest(incoming, batch)
     report.study_ids = sorted({f.study_id for f in report.files if f.status == STORED and f.study_id})
     for study_id in report.study_ids:
         with transaction.atomic():

@@ -83,7 +83,7 @@ def upload(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def upload_files(request: HttpRequest) -> JsonResponse:
-    """Store the posted files; one JSON line per file: stored, duplicate or refused, and why."""
+    """Store the posted files; one JSON line per file: stored, duplicate, refused or skipped, and why."""
     _upload_allowed(request)
     form = UploadForm(request.POST, user=request.user)
     if not form.is_valid():

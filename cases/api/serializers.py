@@ -384,7 +384,7 @@ class UploadSerializer(serializers.Serializer):
 
 class FileOutcomeSerializer(serializers.Serializer):
     name = serializers.CharField()
-    status = serializers.ChoiceField(choices=["stored", "duplicate", "refused"])
+    status = serializers.ChoiceField(choices=["stored", "duplicate", "refused", "skipped"])
     reason = serializers.CharField(allow_blank=True)
     study_id = serializers.IntegerField(allow_null=True)
     image_id = serializers.IntegerField(allow_null=True)

@@ -57,6 +57,7 @@
       const xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
       xhr.setRequestHeader("X-CSRFToken", csrf);
+      xhr.setRequestHeader("Accept", "application/json"); // a refusal (such as 413, too large) comes as JSON too
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
       xhr.onload = () => { bar.value = 100; show(tr, xhr); resolve(); };
       xhr.onerror = () => { tr.querySelector(".result").textContent = "refused: network error, nothing stored"; resolve(); };
@@ -75,7 +76,9 @@
     }
     const lines = body.files.map((f) => f.status + (f.reason ? ": " + f.reason : ""));
     result.textContent = lines.join("\n");
-    result.classList.add(body.files.every((f) => f.status === "refused") ? "refused" : body.files[0].status);
+    // A zip has a line per member: the row takes the best outcome (skipped members alone store nothing).
+    const statuses = body.files.map((f) => f.status);
+    result.classList.add(["stored", "duplicate", "refused", "skipped"].find((s) => statuses.includes(s)) || "refused");
     const ids = [...new Set(body.files.map((f) => f.study_id).filter(Boolean))];
     const studyCell = tr.children[3];
     const statusCell = tr.children[4];

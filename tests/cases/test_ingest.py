@@ -175,7 +175,7 @@ def test_it_unpacks_a_zip_export(ready) -> None:
         ("DICOMDIR", b"x"),
     )
     report = _ingest(site, tech, ("export.zip", data))
-    assert sorted(f.status for f in report.files) == ["refused", "stored", "stored"]
+    assert sorted(f.status for f in report.files) == ["refused", "skipped", "stored", "stored"]
 
 
 def bad_files() -> dict[str, bytes]:
@@ -382,7 +382,7 @@ def test_it_imports_a_folder_of_good_and_bad_files(ready, tmp_path, capsys) -> N
         call_command("import_studies", str(tmp_path / "cd"), "--site", "DEMO", "--priority", "stat")
     out = capsys.readouterr().out
     assert exit_info.value.code == 1
-    assert f"summary: 3 stored, 0 duplicate, {len(bad_files())} refused" in out
+    assert f"summary: 3 stored, 0 duplicate, {len(bad_files())} refused, 0 skipped" in out
     assert out.count("refused ") == len(bad_files())
     assert Image.objects.count() == 3 and set(Study.objects.values_list("priority", flat=True)) == {"stat"}
 

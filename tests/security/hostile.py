@@ -5,8 +5,9 @@
         entry.name, entry.data, entry.outcome, entry.reason
 
 Each entry says what ingest must do with it: ``stored`` (a valid image, however
-odd; a zip of one valid image counts) or ``refused`` with a reason matching
-``reason`` (a regular expression, case-insensitive). ``raster`` entries are
+odd; a zip of one valid image counts), ``refused`` with a reason matching
+``reason`` (a regular expression, case-insensitive), or ``skipped`` (a zip
+member not unpacked, such as a name with '..'), with a reason too. ``raster`` entries are
 PNG/JPEG files, stored only when a patient ID is typed with them. ``xss_field``
 names the stored attribute carrying a script payload, which every page must
 show escaped. ``known_bug`` says why today's code does not yet do what the
@@ -41,7 +42,7 @@ from tests.dicom_factory import (
     rewrite_dicom,
 )
 
-STORED, REFUSED = "stored", "refused"
+STORED, REFUSED, SKIPPED = "stored", "refused", "skipped"
 DAMAGED = r"truncated|damaged|encoded|not a dicom"
 MZ_HEADER = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
 ELF_HEADER = b"\x7fELF\x02\x01\x01\x00" + bytes(8) + b"\x02\x00\x3e\x00"
@@ -410,7 +411,7 @@ def _bombs() -> list[Hostile]:
 
 def _zips() -> list[Hostile]:
     return [
-        Hostile("zip-path-traversal.zip", _zip(("../../etc/passwd", _dicom(18))), STORED, "zip"),
+        Hostile("zip-path-traversal.zip", _zip(("../../etc/passwd", _dicom(18))), SKIPPED, "zip", r"'\.\.'"),
         Hostile("zip-absolute-path.zip", _zip(("/etc/cron.d/pneumo", b"* * * * * root id\n")), REFUSED, "zip", "text"),
         Hostile("zip-5001-members.zip", _zip_many(5001), REFUSED, "zip", "more than 5000"),
         Hostile("zip-encrypted.zip", _zip_encrypted_flag(), REFUSED, "zip", r"not a dicom|unreadable|encrypted"),
@@ -584,7 +585,8 @@ def summary() -> str:
     size = sum(len(entry.data) for entry in entries)
     parts = ", ".join(f"{name} {count}" for name, count in categories.items())
     return (
-        f"{len(entries)} files ({outcomes[STORED]} stored, {outcomes[REFUSED]} refused; {size / 2**20:.1f} MB): {parts}"
+        f"{len(entries)} files ({outcomes[STORED]} stored, {outcomes[REFUSED]} refused, {outcomes[SKIPPED]} skipped; "
+        f"{size / 2**20:.1f} MB): {parts}"
     )
 
 

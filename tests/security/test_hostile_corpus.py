@@ -30,7 +30,7 @@ from cases.imaging import warm_up
 from cases.models import Image, Study
 from inference.models import Prediction
 from inference.services import prediction_run
-from tests.security.hostile import REFUSED, STORED, XSS, Hostile, corpus, replayable, summary
+from tests.security.hostile import REFUSED, SKIPPED, STORED, XSS, Hostile, _dicom, _zip, corpus, replayable, summary
 
 pytestmark = pytest.mark.django_db
 
@@ -70,8 +70,8 @@ def peak_rss_mb() -> float:
 def check_outcome(entry: Hostile, outcome: dict, *, expected: str | None = None) -> None:
     expected = expected or entry.outcome
     assert outcome["status"] == expected, (entry.name, outcome)
-    if expected == REFUSED:
-        assert outcome["reason"].strip(), (entry.name, "refused without a reason")
+    if expected in (REFUSED, SKIPPED):
+        assert outcome["reason"].strip(), (entry.name, f"{expected} without a reason")
         assert not entry.reason or re.search(entry.reason, outcome["reason"], re.IGNORECASE), (entry.name, outcome)
 
 
@@ -124,8 +124,8 @@ def test_it_builds_a_corpus_of_at_least_forty_hostile_files() -> None:
         "multiframe",
         "wrong-vr",
     }
-    assert all(entry.outcome in (STORED, REFUSED) for entry in entries)
-    assert all(entry.reason for entry in entries if entry.outcome == REFUSED and not entry.known_bug)
+    assert all(entry.outcome in (STORED, REFUSED, SKIPPED) for entry in entries)
+    assert all(entry.reason for entry in entries if entry.outcome in (REFUSED, SKIPPED) and not entry.known_bug)
     assert {entry.xss_field for entry in entries if entry.xss_field} >= set(XSS)
 
 
@@ -230,7 +230,7 @@ def test_it_answers_each_hostile_file_on_the_api(ready, tech, media) -> None:
 
 # --- (c) import_studies --------------------------------------------------------------------------------------
 
-_LINE = re.compile(r"^(stored|duplicate|refused)\s+(\S+?)(?: \(study \d+\))?(?:: (.*))?$")
+_LINE = re.compile(r"^(stored|duplicate|refused|skipped)\s+(\S+?)(?: \(study \d+\))?(?:: (.*))?$")
 
 
 def test_it_imports_a_folder_of_the_corpus(ready, media, tmp_path, capsys) -> None:
@@ -268,13 +268,14 @@ def test_it_imports_a_folder_of_the_corpus(ready, media, tmp_path, capsys) -> No
 
 
 def test_it_writes_nothing_outside_the_media_folder_for_a_zip_with_traversal_names(ready, tech, media, tmp_path):
-    entry = next(entry for entry in corpus() if entry.name == "zip-path-traversal.zip")
+    data = _zip(("../../etc/passwd", _dicom(18)), ("/etc/IM0001", _dicom(94)), ("EXPORT/IM0002", _dicom(95)))
     client = Client()
     client.force_login(tech)
-    assert upload_page(client, entry).status_code == 200
+    response = upload_page(client, Hostile("traversal.zip", data, STORED, "zip"))
+    assert [line["status"] for line in response.json()["files"]] == [SKIPPED, STORED, STORED]
     written = {path for path in tmp_path.rglob("*") if path.is_file()}
-    assert written == {media / Image.objects.get().file.name}
-    assert Image.objects.get().file.name.startswith("studies/")
+    assert len(written) == 2 and all(path.is_relative_to(media / "studies") for path in written)
+    assert written == {media / image.file.name for image in Image.objects.all()}
 
 
 # --- Script payloads are shown escaped -------------------------------------------------------------------------
