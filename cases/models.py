@@ -156,6 +156,13 @@ class Eligibility(models.TextChoices):
     NOT_ELIGIBLE = "not_eligible", "Not eligible"
 
 
+class AgeSource(models.TextChoices):
+    DICOM_AGE = "dicom_age", "DICOM PatientAge"
+    DICOM_BIRTH_DATE = "dicom_birth_date", "DICOM birth and study dates"
+    UPLOAD_FORM = "upload_form", "entered at upload"
+    UNKNOWN = "unknown", "unknown"
+
+
 class FileState(models.TextChoices):
     OK = "ok", "Verified"
     CHANGED = "changed", "Changed on disk"
@@ -186,6 +193,9 @@ class Image(models.Model):
     window_center = models.FloatField(null=True, blank=True)
     window_width = models.FloatField(null=True, blank=True)
     patient_age_years = models.FloatField(null=True, blank=True)
+    patient_age_source = models.CharField(max_length=16, choices=AgeSource.choices, default=AgeSource.UNKNOWN)
+    # Why the age is unknown ("PatientAge '12X' is not a valid age"), shown beside "age unknown".
+    patient_age_reason = models.CharField(max_length=200, blank=True)
     ai_eligibility = models.CharField(max_length=24, choices=Eligibility.choices)
     ai_eligibility_reason = models.TextField(blank=True)
     file_state = models.CharField(max_length=8, choices=FileState.choices, default=FileState.OK)
