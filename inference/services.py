@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -253,6 +253,29 @@ def predictions_sweep(*, pending_after_seconds: int = 300) -> int:
     for prediction_id in ids:
         _fail_if_exhausted(prediction_id, now)
     live = list(Prediction.objects.filter(pk__in=ids).exclude(status=P.FAILED).values_list("pk", flat=True))
+    return predictions_enqueue(prediction_ids=live) if live else 0
+
+
+def predictions_reclaim(*, hostname: str, started_before: datetime) -> int:
+    """Re-queue at once what an earlier process of worker ``hostname`` left running.
+
+    Called when a worker starts: a process of that name started at
+    ``started_before`` cannot be running what its namesake claimed before then
+    (make run kills a dead worker's whole process group before restarting it),
+    so those leases need not run out first. The attempt stays counted: an
+    input that kills its worker still meets the attempt cap.
+    """
+    now = timezone.now()
+    abandoned = Prediction.objects.filter(status=P.RUNNING, worker_host=hostname[:200], started_at__lt=started_before)
+    ids = list(abandoned.values_list("pk", flat=True)[:5000])
+    abandoned.filter(pk__in=ids).update(status=P.PENDING, lease_until=None, lease_owner="", queued_at=None)
+    for prediction_id in ids:
+        _fail_if_exhausted(prediction_id, now)
+    for study_id in set(Image.objects.filter(predictions__pk__in=ids).values_list("study_id", flat=True)):
+        study_ai_refresh(study_id=study_id)
+    live = list(Prediction.objects.filter(pk__in=ids, status=P.PENDING).values_list("pk", flat=True))
+    if live:
+        logger.info("worker %s takes back %d predictions its previous process left running", hostname, len(live))
     return predictions_enqueue(prediction_ids=live) if live else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -14,6 +15,8 @@ from inference.broker import HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX, redis_cli
 
 logger = logging.getLogger(__name__)
 _stop = threading.Event()
+# Imported with the tasks, before the worker takes any message: what its name held before is not its own.
+_process_started = datetime.now(UTC)
 
 
 def _beat(hostname: str) -> None:
@@ -29,6 +32,27 @@ def _beat(hostname: str) -> None:
 def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     hostname = getattr(sender, "hostname", "worker")
     threading.Thread(target=_beat, args=(hostname,), name="pneumo-heartbeat", daemon=True).start()
+
+
+def _reclaim(hostname: str) -> None:
+    from django.db import connection
+
+    from inference.services import predictions_reclaim
+
+    try:
+        predictions_reclaim(hostname=hostname, started_before=_process_started)
+    except Exception:  # the lease and the sweeper still take them over, later
+        logger.exception("could not take back the predictions of a previous %s", hostname)
+    finally:
+        connection.close()
+
+
+@worker_ready.connect
+def _take_back_abandoned(sender: Any = None, **kwargs: Any) -> None:
+    """A restarted worker re-queues what its dead predecessor of the same name was running, at once."""
+    hostname = getattr(sender, "hostname", "")
+    if hostname:
+        threading.Thread(target=_reclaim, args=(hostname,), name="pneumo-reclaim", daemon=True).start()
 
 
 @worker_shutdown.connect
