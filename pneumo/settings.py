@@ -334,6 +334,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "cases.states.StudyStatus", "AiLabelEnum": "inference.models.AiLabel"},
 }
 
+# Error reports (DEBUG's 500 page, admins' error e-mails) hide connection strings too, not only secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "cases.error_reports.ConnectionSafeExceptionReporterFilter"
+
 # --- Logging: no patient data leaves in a log line ---------------------------------------
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO")
 LOGGING = {
