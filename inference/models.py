@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from django.db import models
 
 THRESHOLD_HELP = (
@@ -11,8 +12,15 @@ THRESHOLD_HELP = (
 )
 
 
+# A slug with dots, since the registry names versions like "pneumonia-xception-pkg-0.3.0".
+MODEL_NAME_VALIDATOR = RegexValidator(
+    r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*\Z",
+    "A letter or digit, then letters, digits, hyphens, underscores or dots, e.g. pneumonia-xception-1.2.0.",
+)
+
+
 class ModelVersion(models.Model):
-    name = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[MODEL_NAME_VALIDATOR])
     version = models.CharField(max_length=32)
     description = models.TextField(blank=True)
     source_path = models.CharField(

@@ -7,6 +7,10 @@ no input serializer declares.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -24,7 +28,7 @@ from cases.models import (
     Site,
     Study,
 )
-from cases.selectors import MAX_ID
+from cases.selectors import MAX_ID, user_is_admin
 from cases.states import StudyStatus
 from inference.models import AiLabel, ModelVersion, Prediction
 
@@ -45,6 +49,43 @@ def ai_review_of(study: Study) -> str:
     """``unconfirmed`` until signed, then the signed reading's agreement with the AI."""
     review = latest_review(study) if study.status == StudyStatus.REPORTED else None
     return review.agreement if review is not None else UNCONFIRMED
+
+
+class JsonTypes:
+    """For a JSON body: each field takes the JSON type the schema gives it, as the schema says.
+
+    DRF would read 12 as the text "12", "true" or 1 as true and "0.5" as a number; a client that
+    sends the wrong type gets a field error instead of a guess. Forms and query strings, all text,
+    are left to DRF.
+    """
+
+    TYPES = (
+        (serializers.BooleanField, (bool,), "true or false"),
+        (serializers.CharField, (str,), "text"),
+        (serializers.IntegerField, (int,), "a whole number"),
+        (serializers.FloatField, (int, float), "a number"),
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping) and not isinstance(data, QueryDict):
+            errors = {
+                name: [f"Give {expected}."]
+                for name, field in self.fields.items()
+                if name in data and data[name] is not None and not field.read_only
+                for expected in [_json_type_refusal(field, data[name])]
+                if expected
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+def _json_type_refusal(field: serializers.Field, value: Any) -> str:
+    for field_class, types, expected in JsonTypes.TYPES:
+        if isinstance(field, field_class):
+            wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+            return expected if wrong else ""
+    return ""
 
 
 # --- Sites and patients ---------------------------------------------------------------
@@ -109,7 +150,7 @@ class PatientFilterSerializer(serializers.Serializer):
     )
 
 
-class PatientSearchSerializer(serializers.Serializer):
+class PatientSearchSerializer(JsonTypes, serializers.Serializer):
     query = serializers.CharField(
         max_length=200, help_text="A patient ID (exact or its start) or words of the name, in any order"
     )
@@ -352,34 +393,49 @@ class StudyFilterSerializer(serializers.Serializer):
     ordering = serializers.ChoiceField(choices=list(ORDERINGS), required=False, default="-received_at")
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1})
+class FilesField(serializers.ListField):
+    """Files of a multipart upload: drf-spectacular would describe them as text (URLs)."""
+
+
 class UploadSerializer(serializers.Serializer):
-    files = serializers.ListField(
+    # A form field left empty is the same as one not sent (allow_blank), as DRF reads multipart forms.
+    files = FilesField(
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         min_length=1,
         help_text="DICOM files, zip files of them, or PNG/JPEG (these need patient_id)",
     )
-    site = serializers.CharField(required=False, help_text="Site code or id; optional when you have one site")
+    site = serializers.CharField(
+        required=False, allow_blank=True, help_text="Site code or id; optional when you have one site"
+    )
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
     batch = serializers.CharField(
         max_length=64,
         required=False,
+        allow_blank=True,
         default="",
         help_text="Files sent in several requests with the same batch become one study per patient (PNG/JPEG)",
     )
     # Not trimmed here: a leading or trailing newline is refused as the schema's pattern says (ingest trims spaces).
     patient_id = serializers.CharField(
-        max_length=64, required=False, default="", trim_whitespace=False, validators=[IdentifierValidator("patient ID")]
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        validators=[IdentifierValidator("patient ID")],
     )
     patient_name = serializers.CharField(
         max_length=200,
         required=False,
+        allow_blank=True,
         default="",
         trim_whitespace=False,
         validators=[IdentifierValidator("patient name")],
     )
     birth_date = serializers.DateField(required=False, allow_null=True, default=None)
     sex = serializers.ChoiceField(choices=Sex.choices, required=False, default="")
-    study_description = serializers.CharField(max_length=200, required=False, default="")
+    study_description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 class FileOutcomeSerializer(serializers.Serializer):
@@ -400,7 +456,7 @@ class StudyPredictionsSerializer(serializers.Serializer):
     predictions = PredictionSerializer(many=True)
 
 
-class ReadingSerializer(serializers.Serializer):
+class ReadingSerializer(JsonTypes, serializers.Serializer):
     finding = serializers.ChoiceField(choices=Finding.choices)
     reason = serializers.ChoiceField(
         choices=OverruleReason.choices,
@@ -465,10 +521,15 @@ class HeatmapParamsSerializer(serializers.Serializer):
 # --- Models, stats, audit ----------------------------------------------------------------
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(JsonTypes, serializers.ModelSerializer):
     # Declared so that the one-active-model constraint is not checked here: activating one
     # deactivates the other (model_version_activate), behind the parity gate.
     is_active = serializers.BooleanField(required=False, default=False)
+    sha256 = serializers.RegexField(
+        r"^[0-9a-fA-F]{64}\Z",
+        label="weights file sha256",
+        error_messages={"invalid": "Give the file's sha256 as 64 hexadecimal characters."},
+    )
 
     class Meta:
         model = ModelVersion
@@ -505,10 +566,27 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         extra_kwargs = {"threshold": {"min_value": 0.0, "max_value": 1.0}}
 
     def validate_sha256(self, value: str) -> str:
-        value = value.strip().lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise serializers.ValidationError("Give the file's sha256 as 64 hexadecimal characters.")
-        return value
+        return value.lower()
+
+
+class ModelVersionReadSerializer(ModelVersionSerializer):
+    """A model version as the API shows it: where its files lie on the server is for admins only."""
+
+    source_path = serializers.CharField(read_only=True, help_text="The Keras file on the server (admins only)")
+    is_active = serializers.BooleanField(read_only=True)
+    sha256 = serializers.CharField(read_only=True, label="weights file sha256")
+
+    class Meta(ModelVersionSerializer.Meta):
+        read_only_fields = ModelVersionSerializer.Meta.fields
+        admin_only_fields = ["source_path"]  # ApiAutoSchema leaves them out of the schema's required fields
+
+    def to_representation(self, instance: ModelVersion) -> dict:
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is None or not user_is_admin(user=request.user):
+            for name in self.Meta.admin_only_fields:
+                data.pop(name)
+        return data
 
 
 class ConfusionMatrixSerializer(serializers.Serializer):
@@ -607,7 +685,7 @@ class AuditFilterSerializer(serializers.Serializer):
     date_to = serializers.DateField(required=False, help_text="On or before this date")
 
 
-class TokenRequestSerializer(serializers.Serializer):
+class TokenRequestSerializer(JsonTypes, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
 

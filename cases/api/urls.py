@@ -7,8 +7,8 @@ fails on a route its table does not list.
 from __future__ import annotations
 
 from csp.decorators import csp_update
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
 
 from cases.api import schema, views  # schema also registers the token scheme with drf-spectacular
 
@@ -38,7 +38,7 @@ v1 = [
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
 ]
 
-docs_view = SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+docs_view = schema.SwaggerPage.as_view(url_name="api:schema")
 if style_hash := schema.swagger_style_hash():
     docs_view = csp_update({"style-src": [style_hash]})(docs_view)
 
@@ -46,4 +46,5 @@ urlpatterns = [
     path("v1/", include(v1)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", docs_view, name="docs"),
+    re_path(r"", views.NotFoundView.as_view()),  # last: whatever else is under /api/ is a JSON 404
 ]

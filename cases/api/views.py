@@ -16,11 +16,12 @@ from django.db import transaction
 from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import resolve
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -32,6 +33,7 @@ from rest_framework.response import Response
 from cases import selectors
 from cases.api import serializers as s
 from cases.api.authentication import ExpiringTokenAuthentication
+from cases.api.metadata import ApiMetadata
 from cases.api.permissions import CanReadWorklist, CanSeeStats, CanUpload, IsAdmin, ReadOrAdminWrites
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttles import ApiUserThrottle, TokenThrottle, UploadThrottle
@@ -61,6 +63,27 @@ class ApiPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request: Request) -> int:
+        # DRF quietly falls back to the default on a page_size it cannot read: refuse it instead.
+        # Empty is absent, as for every optional query parameter; above the maximum gives the maximum.
+        value = request.query_params.get(self.page_size_query_param, "")
+        if not value:
+            return self.page_size
+        digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+        if not digits:
+            raise ValidationError({self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]})
+        return self.max_page_size if len(digits) > 3 else min(int(digits), self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Results per page: {self.page_size} unless given, at most {self.max_page_size}."
+                )
+        return parameters
+
 
 class AnyMediaRenderer(BaseRenderer):
     """Lets a client ask for ``image/png`` or ``application/dicom``; views return those bytes themselves."""
@@ -74,6 +97,7 @@ class AnyMediaRenderer(BaseRenderer):
 
 class ApiView(GenericAPIView):
     schema = ApiAutoSchema()
+    metadata_class = ApiMetadata
     authentication_classes = [ExpiringTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [ApiUserThrottle]
@@ -106,6 +130,28 @@ class BinaryView(ApiView):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
+class NotFoundView(ApiView):
+    """Every other path under /api/ (an id that is not a number, a typo): a JSON 404, never Django's HTML page.
+
+    It authenticates first, as every API view does, so that an anonymous client gets 401 whatever the path.
+    """
+
+    schema = None  # not an operation of the API
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        path = request.path
+        if not path.endswith("/") and resolve(path + "/").url_name is not None:
+            raise NotFound(f"Not found: the API's paths end with a slash ({path}/).")
+        raise NotFound()
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object's state does not allow this now."
+    default_code = "conflict"
+
+
 def _require(view: ApiView, request: Request, permission_class: type) -> None:
     """A role check made after the object lookup, so that another site's object stays a 404."""
     permission = permission_class()
@@ -119,14 +165,17 @@ def _query(request: Request, serializer_class: type) -> dict[str, Any]:
     return serializer.validated_data
 
 
-def _site_for(user: User, value: str, field: str = "site") -> Site:
-    """One of the user's sites by code or id; any other value is a field error, never a hint."""
+UNKNOWN_SITE = "Unknown site, or not one of yours."
+
+
+def _site_for(user: User, value: str) -> Site:
+    """One of the user's sites by code or id; any other is 404, like another site's object, and never a hint."""
     sites = selectors.sites_for_user(user=user)
     pk = selectors.as_id(value)
     lookup = Q(code__iexact=value) | (Q(pk=pk) if pk is not None else Q())
     site = sites.filter(lookup).first()
     if site is None:
-        raise ValidationError({field: ["Unknown site, or not one of yours."]})
+        raise NotFound(UNKNOWN_SITE)
     return site
 
 
@@ -136,7 +185,9 @@ ERRORS = {
     400: FIELD_ERRORS,
     401: OpenApiResponse(s.DetailSerializer, description="Not signed in"),
     403: OpenApiResponse(s.DetailSerializer, description="Your role may not do this"),
-    404: OpenApiResponse(s.DetailSerializer, description="Not found (or another site's), or a page out of range"),
+    404: OpenApiResponse(
+        s.DetailSerializer, description="Not found (or another site's, or a site not yours), or a page out of range"
+    ),
     409: OpenApiResponse(s.DetailSerializer, description="The object's state does not allow this now"),
     429: OpenApiResponse(s.DetailSerializer, description="Too many requests"),
 }
@@ -153,8 +204,8 @@ def responses(ok: dict, *codes: int) -> dict:
 
 
 def page_responses(serializer: type, *codes: int) -> dict:
-    """A paginated list: a page number out of range is 404."""
-    return {200: serializer(many=True), **{code: ERRORS[code] for code in (401, 404, 429, *codes)}}
+    """A paginated list: a page number out of range is 404, a page_size that is not a number 400."""
+    return {200: serializer(many=True), **{code: ERRORS[code] for code in (400, 401, 404, 429, *codes)}}
 
 
 def _json_errors(*codes: int) -> dict:
@@ -249,7 +300,7 @@ class PatientSearchView(ApiView):
 
     @extend_schema(
         request=s.PatientSearchSerializer,
-        responses=responses({200: s.PatientSearchResultSerializer}, 400),
+        responses=responses({200: s.PatientSearchResultSerializer}, 400, 404),
         summary="Find patients by ID or name (in the body, so they never reach access logs)",
     )
     def post(self, request: Request) -> Response:
@@ -340,7 +391,7 @@ class StudyListView(ApiView):
 
     @extend_schema(
         request={"multipart/form-data": s.UploadSerializer},
-        responses=responses({201: s.UploadResultSerializer, 400: UPLOAD_REFUSED}, 403),
+        responses=responses({201: s.UploadResultSerializer, 400: UPLOAD_REFUSED}, 403, 404),
         summary="Upload studies (technicians and admins)",
         description="The same decoding and checks as the upload page. 201 when at least one file was stored or "
         "was a duplicate (its study_id is the existing study); 400 when every file was refused.",
@@ -570,54 +621,76 @@ def _image_counts_attach(studies: list[Study]) -> None:
 class ModelVersionListView(ApiView):
     permission_classes = [IsAuthenticated, ReadOrAdminWrites]
 
-    @extend_schema(responses=page_responses(s.ModelVersionSerializer), summary="Model versions")
+    @extend_schema(
+        responses=page_responses(s.ModelVersionReadSerializer),
+        summary="Model versions",
+        description="source_path (where the model file lies on the server) is shown to admins only.",
+    )
     def get(self, request: Request) -> Response:
         from inference.selectors import model_versions
 
-        return self.paginated(model_versions(), s.ModelVersionSerializer)
+        return self.paginated(model_versions(), s.ModelVersionReadSerializer)
 
     @extend_schema(
         request=s.ModelVersionSerializer,
-        responses=responses({201: s.ModelVersionSerializer}, 400, 403),
+        responses=responses({201: s.ModelVersionReadSerializer}, 400, 403, 409),
         summary="Register a model version (admins)",
-        description="Activation (is_active) is refused until prepare_models converted the version and "
-        "it passed the parity gate.",
+        description="409 when the name is taken, or for is_active: activation is refused until prepare_models "
+        "converted the version and it passed the parity gate.",
     )
     def post(self, request: Request) -> Response:
         from inference.registry import ModelNotReady
 
-        data = _validated(s.ModelVersionSerializer, request.data)
+        data = _model_version_fields(request)
         try:
             version = model_version_create(user=request.user, fields=data, request=request)
         except ModelNotReady as error:
-            raise ValidationError({"is_active": [str(error)]}) from error
-        return Response(s.ModelVersionSerializer(version).data, status=201)
+            raise Conflict(str(error)) from error
+        return Response(_model_version_shown(request, version), status=201)
+
+
+def _model_version_fields(request: Request, version: ModelVersion | None = None) -> dict[str, Any]:
+    """The validated fields of a create (or of a change of ``version``); a name already taken is a conflict."""
+    serializer = s.ModelVersionSerializer(data=request.data, instance=version, partial=version is not None)
+    if serializer.is_valid():
+        return serializer.validated_data
+    if [error.code for error in serializer.errors.get("name", [])] == ["unique"]:
+        raise Conflict(serializer.errors["name"][0])
+    raise ValidationError(serializer.errors)
 
 
 class ModelVersionDetailView(ApiView):
     permission_classes = [IsAuthenticated, ReadOrAdminWrites]
 
-    @extend_schema(responses=responses({200: s.ModelVersionSerializer}, 404), summary="One model version")
+    @extend_schema(
+        responses=responses({200: s.ModelVersionReadSerializer}, 404),
+        summary="One model version",
+        description="source_path (where the model file lies on the server) is shown to admins only.",
+    )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(s.ModelVersionSerializer(_model_version(pk)).data)
+        return Response(_model_version_shown(request, _model_version(pk)))
 
     @extend_schema(
         request=s.ModelVersionSerializer(partial=True),
-        responses=responses({200: s.ModelVersionSerializer}, 400, 403, 404, 409),
+        responses=responses({200: s.ModelVersionReadSerializer}, 400, 403, 404, 409),
         summary="Change or (de)activate a model version (admins)",
+        description="409 when the name is taken, when the version is in use and kept, or for is_active: "
+        "activation is refused until prepare_models converted the version and it passed the parity gate.",
     )
     def patch(self, request: Request, pk: int) -> Response:
         from inference.registry import ModelNotReady
 
         version = _model_version(pk)
-        data = _validated(s.ModelVersionSerializer, request.data, instance=version, partial=True)
+        data = _model_version_fields(request, version)
         try:
             version = model_version_update(version=version, user=request.user, fields=data, request=request)
-        except ModelNotReady as error:
-            raise ValidationError({"is_active": [str(error)]}) from error
-        except ModelVersionLocked as error:
-            return Response({"detail": str(error)}, status=409)
-        return Response(s.ModelVersionSerializer(version).data)
+        except (ModelNotReady, ModelVersionLocked) as error:
+            raise Conflict(str(error)) from error
+        return Response(_model_version_shown(request, version))
+
+
+def _model_version_shown(request: Request, version: ModelVersion) -> dict[str, Any]:
+    return s.ModelVersionReadSerializer(version, context={"request": request}).data
 
 
 def _model_version(pk: int) -> ModelVersion:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from django.utils import timezone
 
 from cases.models import AuditEvent, Review
@@ -57,12 +58,42 @@ def test_it_registers_a_model_version_for_admins(db, api, admin_user) -> None:
 
 def test_it_refuses_to_activate_a_version_without_a_passed_conversion(db, api, admin_user) -> None:
     client = api(admin_user)
-    assert client.post(MODELS, {**NEW_MODEL, "is_active": True}, format="json").status_code == 400
+    assert client.post(MODELS, {**NEW_MODEL, "is_active": True}, format="json").status_code == 409
     assert not ModelVersion.objects.exists()
     created = client.post(MODELS, NEW_MODEL, format="json").json()
     response = client.patch(f"{MODELS}{created['id']}/", {"is_active": True}, format="json")
-    assert response.status_code == 400 and "is_active" in response.json()
+    assert response.status_code == 409 and "parity gate" in response.json()["detail"]
     assert not ModelVersion.objects.get().is_active
+
+
+def test_it_answers_a_taken_model_name_with_a_conflict(model_version, api, admin_user) -> None:
+    response = api(admin_user).post(MODELS, {**NEW_MODEL, "name": model_version.name}, format="json")
+    assert response.status_code == 409 and "already exists" in response.json()["detail"]
+
+
+def test_it_takes_the_registrys_dotted_model_names_and_refuses_other_characters(db, api, admin_user) -> None:
+    client = api(admin_user)
+    assert client.post(MODELS, {**NEW_MODEL, "name": "pneumonia-xception-pkg-0.3.0"}, format="json").status_code == 201
+    for name in ("../etc", ".hidden", "two words", "name/with/slashes"):
+        response = client.post(MODELS, {**NEW_MODEL, "name": name}, format="json")
+        assert response.status_code == 400 and "name" in response.json(), name
+
+
+def test_it_refuses_json_values_of_the_wrong_type(db, api, admin_user) -> None:
+    response = api(admin_user).post(MODELS, {**NEW_MODEL, "version": 2, "threshold": "0.4"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"version": ["Give text."], "threshold": ["Give a number."]}
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.parametrize(("role", "sees_paths"), [("tech", False), ("rad", False), ("admin_user", True)])
+def test_it_shows_the_servers_model_paths_to_admins_only(role: str, sees_paths: bool, model_version, api, request):
+    client = api(request.getfixturevalue(role))
+    listed = client.get(MODELS).json()["results"][0]
+    one = client.get(f"{MODELS}{model_version.pk}/").json()
+    assert listed["name"] == one["name"] == model_version.name
+    assert ("source_path" in listed, "source_path" in one) == (sees_paths, sees_paths)
+    assert (model_version.source_path in str(listed) + str(one)) == sees_paths
 
 
 def test_it_activates_a_converted_version_and_deactivates_the_other(model_version, api, admin_user) -> None:
