@@ -37,6 +37,14 @@ class ModelVersion(models.Model):
     input_size = models.PositiveSmallIntegerField(default=150)
     preprocessing_version = models.CharField(max_length=64)
     heatmap_scale = models.FloatField(default=1.0, help_text="Fixed Grad-CAM scale, measured on training images")
+    domain_check_path = models.CharField(
+        max_length=500, blank=True, help_text="Is an image like this version's validation images (inference.domain)"
+    )
+    domain_check_sha256 = models.CharField(max_length=64, blank=True)
+    chest_check_path = models.CharField(
+        max_length=500, blank=True, help_text="Is an image a chest X-ray at all, on this version's input"
+    )
+    chest_check_sha256 = models.CharField(max_length=64, blank=True)
     intended_use = models.TextField(blank=True)
     intended_min_age_years = models.FloatField(null=True, blank=True)
     intended_max_age_years = models.FloatField(null=True, blank=True)
@@ -66,6 +74,14 @@ class AiLabel(models.TextChoices):
         return cls.PNEUMONIA if probability >= threshold else cls.NORMAL
 
 
+class AiDomain(models.TextChoices):
+    """Whether the model applies to an image, from its pixels (``inference.domain``); null: not checked."""
+
+    IN_DOMAIN = "in_domain", "In domain"
+    OUTSIDE_DOMAIN = "outside_domain", "Outside domain"
+    NOT_CHEST_XRAY = "not_chest_xray", "Not a chest X-ray"
+
+
 class PredictionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
@@ -88,6 +104,11 @@ class Prediction(models.Model):
     input_sha256 = models.CharField(max_length=64, blank=True)
     outside_validated_use = models.BooleanField(default=False)
     outside_validated_use_reason = models.TextField(blank=True)
+    # Null on predictions made before the scope check existed: "not checked".
+    domain = models.CharField(max_length=16, choices=AiDomain.choices, null=True, blank=True)
+    domain_score = models.FloatField(null=True, blank=True, help_text="The deciding check's distance")
+    domain_limit = models.FloatField(null=True, blank=True, help_text="That check's limit: above it is outside")
+    domain_reason = models.TextField(blank=True)
     queue_wait_ms = models.FloatField(null=True, blank=True)
     decode_ms = models.FloatField(null=True, blank=True)
     preprocess_ms = models.FloatField(null=True, blank=True)

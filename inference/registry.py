@@ -71,6 +71,11 @@ FROZEN_ONCE_USED = (
     "input_size",
     "preprocessing_version",
     "heatmap_scale",
+    # The scope checks decide whether a result is shown at all, or muted.
+    "domain_check_path",
+    "domain_check_sha256",
+    "chest_check_path",
+    "chest_check_sha256",
 )
 # What a person may type in (the admin's form); the rest is written by the registry itself.
 EDITABLE_FIELDS = (
