@@ -12,6 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PURE_MODULES = [
     "cases.imaging",
     "inference.classifier",
+    "inference.domain",
+    "inference.domain_fitting",
     "inference.model_input",
     "inference.model_package",
     "inference.shipped_model",

@@ -1,0 +1,134 @@
+"""The image-based scope checks: a distance of pooled Xception features from reference sets.
+
+The first tests need no model and no data folder; the last ones (marked slow) run the real
+served models and the shipped check files.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.domain import (
+    CHEST,
+    FEATURE_CHANNELS,
+    IN_DOMAIN,
+    NOT_CHEST_XRAY,
+    OUTSIDE_DOMAIN,
+    VERSION,
+    DomainCheck,
+    domain_assess,
+    domain_check_load,
+    domain_check_save,
+    pooled_features,
+)
+from inference.domain_fitting import check_with_limit, domain_check_fit
+
+
+def _reference(seed: int, n: int = 300, centre: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(8, FEATURE_CHANNELS))
+    return np.abs(centre + rng.normal(size=(n, 8)) @ basis * 0.1 + rng.normal(scale=0.02, size=(n, FEATURE_CHANNELS)))
+
+
+@functools.cache
+def _fitted(kind: str) -> DomainCheck:
+    return domain_check_fit(_reference(1), kind=kind, preprocessing_version="rgb-bicubic224-xception-v1")
+
+
+def _check(kind: str, *, limit: float) -> DomainCheck:
+    check = _fitted(kind)
+    return check_with_limit(check, limit)
+
+
+def test_it_pools_a_feature_map_over_height_and_width() -> None:
+    feature_map = np.arange(7 * 7 * FEATURE_CHANNELS, dtype=np.float32).reshape(7, 7, FEATURE_CHANNELS)
+
+    pooled = pooled_features(feature_map)
+    batch = pooled_features(np.stack([feature_map, feature_map * 2]))
+
+    assert pooled.shape == (FEATURE_CHANNELS,) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, feature_map.mean(axis=(0, 1)), rtol=1e-6)
+    assert batch.shape == (2, FEATURE_CHANNELS)
+    np.testing.assert_allclose(batch[1], 2 * pooled, rtol=1e-6)
+
+
+def test_it_refuses_a_feature_map_of_the_wrong_shape() -> None:
+    with pytest.raises(ValueError, match="2048"):
+        pooled_features(np.zeros((7, 7, 1024), dtype=np.float32))
+
+
+def test_it_scores_reference_like_features_lower_than_far_ones() -> None:
+    check = _fitted(CHEST)
+    near = _reference(1, n=20)
+    far = np.abs(np.random.default_rng(2).normal(size=(20, FEATURE_CHANNELS)))
+
+    assert check.scores(far).min() > 2 * check.scores(near).max()
+    assert check.score(near[0]) == pytest.approx(check.scores(near[:1])[0])
+
+
+def test_it_round_trips_a_check_through_its_file_byte_for_byte(tmp_path: Path) -> None:
+    check = _check(VERSION, limit=12.5)
+    probe = _reference(3, n=5)
+
+    digest = domain_check_save(check, tmp_path / "domain.npz")
+    loaded = domain_check_load(tmp_path / "domain.npz", sha256=digest)
+    again = domain_check_save(loaded, tmp_path / "again.npz")
+
+    assert (loaded.kind, loaded.preprocessing_version, loaded.limit) == (VERSION, "rgb-bicubic224-xception-v1", 12.5)
+    assert loaded.n_fitted == 300
+    np.testing.assert_allclose(loaded.scores(probe), check.scores(probe), rtol=5e-3)
+    assert again == digest  # deterministic bytes: a refit of the same data gives the same sha256
+
+
+def test_it_refuses_a_check_file_whose_sha256_differs(tmp_path: Path) -> None:
+    path = tmp_path / "domain.npz"
+    digest = domain_check_save(_check(VERSION, limit=1.0), path)
+
+    with pytest.raises(ValueError, match="sha256"):
+        domain_check_load(path, sha256="0" * 64)
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        domain_check_load(path, sha256=digest)
+
+
+def test_it_refuses_a_file_that_is_not_a_check(tmp_path: Path) -> None:
+    path = tmp_path / "domain.npz"
+    path.write_bytes(b"not a zip")
+
+    with pytest.raises(ValueError, match="not a readable domain check"):
+        domain_check_load(path)
+
+
+def test_it_asks_the_chest_check_first() -> None:
+    far = np.abs(np.random.default_rng(4).normal(size=FEATURE_CHANNELS)).astype(np.float32)
+    chest, version = _check(CHEST, limit=1e-3), _check(VERSION, limit=1e-3)
+
+    verdict = domain_assess(far, chest=chest, version=version)
+
+    assert verdict.domain == NOT_CHEST_XRAY
+    assert verdict.reason == "this image does not look like a chest X-ray"
+    assert verdict.limit == 1e-3 and verdict.score == pytest.approx(chest.score(far))
+
+
+def test_it_respects_each_checks_limit() -> None:
+    pooled = _reference(1, n=1)[0].astype(np.float32)
+    scored = _check(VERSION, limit=0.0).score(pooled)
+
+    outside = domain_assess(pooled, chest=_check(CHEST, limit=scored + 1), version=_check(VERSION, limit=scored * 0.99))
+    inside = domain_assess(pooled, chest=_check(CHEST, limit=scored + 1), version=_check(VERSION, limit=scored))
+
+    assert outside.domain == OUTSIDE_DOMAIN
+    assert outside.reason == "it is unlike the images this model was validated on"
+    assert (outside.score, outside.limit) == (pytest.approx(scored), pytest.approx(scored * 0.99))
+    assert inside.domain == IN_DOMAIN and inside.score == pytest.approx(scored)
+
+
+def test_it_refuses_checks_passed_in_the_wrong_order() -> None:
+    pooled = _reference(1, n=1)[0].astype(np.float32)
+
+    with pytest.raises(ValueError, match="chest and a version"):
+        domain_assess(pooled, chest=_check(VERSION, limit=1.0), version=_check(CHEST, limit=1.0))
