@@ -94,6 +94,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "cases.middleware_limits.RequestSizeLimitMiddleware",  # first: refuses a too-large body before it is read
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -240,6 +241,8 @@ PNEUMO_MAX_PIXELS = envint("PNEUMO_MAX_PIXELS", 60_000_000)
 # One archive may unpack to at most this much in all, whatever its headers say (zip bombs).
 PNEUMO_MAX_INFLATED_BYTES = envint("PNEUMO_MAX_INFLATED_BYTES", 10 * PNEUMO_MAX_UPLOAD_BYTES, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("PNEUMO_MAX_FILES_PER_UPLOAD", 500)
+# A whole request body; larger ones are answered 413 from their Content-Length, before being read.
+PNEUMO_MAX_REQUEST_BYTES = envint("PNEUMO_MAX_REQUEST_BYTES", 5 * PNEUMO_MAX_UPLOAD_BYTES, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # --- Authentication -------------------------------------------------------------

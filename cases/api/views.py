@@ -197,6 +197,9 @@ UPLOAD_REFUSED = OpenApiResponse(
     {"anyOf": [{"$ref": "#/components/schemas/UploadResult"}, {"type": "object", "additionalProperties": {}}]},
     description="Every file was refused (the same body as 201), or field errors",
 )
+REQUEST_TOO_LARGE = OpenApiResponse(
+    s.DetailSerializer, description="The request is larger than PNEUMO_MAX_REQUEST_BYTES (refused before it is read)"
+)
 
 
 def responses(ok: dict, *codes: int) -> dict:
@@ -391,10 +394,11 @@ class StudyListView(ApiView):
 
     @extend_schema(
         request={"multipart/form-data": s.UploadSerializer},
-        responses=responses({201: s.UploadResultSerializer, 400: UPLOAD_REFUSED}, 403, 404),
+        responses=responses({201: s.UploadResultSerializer, 400: UPLOAD_REFUSED, 413: REQUEST_TOO_LARGE}, 403, 404),
         summary="Upload studies (technicians and admins)",
         description="The same decoding and checks as the upload page. 201 when at least one file was stored or "
-        "was a duplicate (its study_id is the existing study); 400 when every file was refused.",
+        "was a duplicate (its study_id is the existing study); 400 when every file was refused or skipped; 413 when "
+        "the request is larger than the limit for one request.",
     )
     def post(self, request: Request) -> Response:
         data = _validated(s.UploadSerializer, request.data)
