@@ -40,6 +40,7 @@ def manual_patient_from(fields: Mapping[str, Any], *, user: User) -> ManualPatie
         patient_id=fields.get("patient_id") or "",
         name=fields.get("patient_name") or "",
         birth_date=fields.get("birth_date"),
+        age_years=fields.get("age_years"),
         sex=fields.get("sex") or "",
         study_description=fields.get("study_description") or "",
         batch_key=f"{user.pk}:{batch}" if batch else "",

@@ -20,6 +20,14 @@ class UploadForm(forms.Form):
         max_length=200, required=False, label="Patient name", validators=[IdentifierValidator("patient name")]
     )
     birth_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    # For when only the age is known; a typed age wins over the birth date.
+    age_years = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=130,
+        label="Age in years",
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+    )
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
     study_description = forms.CharField(max_length=200, required=False)
 

@@ -40,7 +40,15 @@ from django.utils import timezone
 
 from cases.audit import audit_record
 from cases.identifiers import identifier_refusal
-from cases.imaging import DecodedImage, DecodeError, assess_eligibility, decode_guarded, sniff, zero_preamble
+from cases.imaging import (
+    DecodedImage,
+    DecodeError,
+    assess_eligibility,
+    decode_guarded,
+    patient_age_read,
+    sniff,
+    zero_preamble,
+)
 from cases.models import Image, Patient, Priority, Site, Study, User
 from inference.model_input import input_grid_make
 
@@ -335,6 +343,8 @@ class Identity:
     birth_date: date | None
     sex: str
     age_years: float | None
+    age_source: str
+    age_reason: str
     study_uid: str
     sop_uid: str
     series_uid: str
@@ -394,6 +404,8 @@ def _identity(
             birth_date=meta.birth_date,
             sex=_sex(meta.sex),
             age_years=meta.age_years,
+            age_source=meta.age_source,
+            age_reason=meta.age_reason,
             study_uid=meta.study_instance_uid,
             sop_uid=meta.sop_instance_uid,
             series_uid=meta.series_instance_uid or "",
@@ -408,17 +420,21 @@ def _identity(
     _patient_readable("patient name", manual.name.strip())
     # One study per patient per upload batch; the same bytes again are a duplicate.
     study_uid = batch_study_uids.setdefault(patient_id, _batch_study_uid(manual, patient_id))
+    today = timezone.localdate()
+    age = patient_age_read(stated=manual.age_years, birth_date=manual.birth_date, on=today, origin="upload")
     return Identity(
         patient_id=patient_id,
         name=manual.name.strip(),
         birth_date=manual.birth_date,
         sex=_sex(manual.sex),
-        age_years=manual.age_years if manual.age_years is not None else _age(manual.birth_date),
+        age_years=age.years,
+        age_source=age.source,
+        age_reason=age.reason,
         study_uid=study_uid,
         sop_uid=f"2.25.{int(sha256[:32], 16)}",
         series_uid="",
         accession_number="",
-        study_date=timezone.localdate(),
+        study_date=today,
         description=manual.study_description.strip(),
     )
 
@@ -428,12 +444,6 @@ def _batch_study_uid(manual: ManualPatient, patient_id: str) -> str:
         return f"2.25.{uuid.uuid4().int}"
     digest = hashlib.sha256(f"{manual.batch_key}\x00{patient_id}".encode()).hexdigest()
     return f"2.25.{int(digest[:32], 16)}"
-
-
-def _age(birth_date: date | None) -> float | None:
-    if birth_date is None:
-        return None
-    return (timezone.localdate() - birth_date).days / 365.25
 
 
 def _patient(site: Site, ident: Identity) -> Patient:
@@ -517,6 +527,8 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: 
         "window_center": center,
         "window_width": width,
         "patient_age_years": ident.age_years,
+        "patient_age_source": ident.age_source,
+        "patient_age_reason": ident.age_reason,
         "ai_eligibility": eligibility.status,
         "ai_eligibility_reason": eligibility.reason,
         "model_input": grid.png if grid else None,

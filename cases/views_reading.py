@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cases import pictures, reviews, selectors
 from cases.audit import audit_record
 from cases.edges import drawn, heatmap_viewed, image_viewed, no_store, png_response, review_error_status
+from cases.imaging.age import age_statement
 from cases.models import Finding, Image, OverruleReason, Priority, Review, Study, User
 from cases.reviews import ReadingInput, ReviewError
 from cases.states import REVIEWABLE, StudyStatus
@@ -292,7 +293,12 @@ def _study_context(
 
 
 def _image_item(image: Image, prediction: Prediction | None) -> dict:
-    return {"image": image, "prediction": prediction, "has_heatmap": prediction_has_heatmap(prediction)}
+    return {
+        "image": image,
+        "prediction": prediction,
+        "has_heatmap": prediction_has_heatmap(prediction),
+        "age": age_statement(image.patient_age_years, image.patient_age_source, image.patient_age_reason),
+    }
 
 
 def _reading_input(request: HttpRequest) -> ReadingInput:

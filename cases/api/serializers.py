@@ -230,6 +230,8 @@ class ImageSerializer(serializers.ModelSerializer):
             "photometric_interpretation",
             "pixel_spacing",
             "patient_age_years",
+            "patient_age_source",
+            "patient_age_reason",
             "ai_eligibility",
             "ai_eligibility_reason",
             "file_state",
@@ -434,6 +436,14 @@ class UploadSerializer(serializers.Serializer):
         validators=[IdentifierValidator("patient name")],
     )
     birth_date = serializers.DateField(required=False, allow_null=True, default=None)
+    age_years = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        max_value=130,
+        help_text="The patient's age in years, when the birth date is not known; it wins over birth_date",
+    )
     sex = serializers.ChoiceField(choices=Sex.choices, required=False, default="")
     study_description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 

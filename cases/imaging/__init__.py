@@ -14,6 +14,7 @@ Every refusal is a ``DecodeError`` whose ``str()`` is meant for the user.
 
 from __future__ import annotations
 
+from .age import PatientAge, age_statement, parse_age, patient_age_read
 from .decoding import decode
 from .dicom import zero_preamble
 from .display_png import (
@@ -39,7 +40,7 @@ from .errors import (
     UnsupportedFormat,
 )
 from .guard import decode_guarded, warm_up
-from .metadata import age_in_years, parse_age, readable_person_name
+from .metadata import readable_person_name
 from .sniff import sniff
 from .types import DecodedImage, ImageKind, ImageMetadata, to_rgb_image
 
@@ -58,11 +59,12 @@ __all__ = [
     "ImageMetadata",
     "NoPixelData",
     "NotAnImage",
+    "PatientAge",
     "TooComplex",
     "TooLarge",
     "Truncated",
     "UnsupportedFormat",
-    "age_in_years",
+    "age_statement",
     "assess_eligibility",
     "decode",
     "decode_display_source",
@@ -70,6 +72,7 @@ __all__ = [
     "display_value_offset",
     "encode_display_source",
     "parse_age",
+    "patient_age_read",
     "readable_person_name",
     "render_display_png",
     "sniff",

@@ -2,12 +2,13 @@
 
 Every attribute is read defensively: a malformed value (a date of "2024-13-45",
 a non-numeric age) becomes ``None`` rather than failing the upload, because
-the image itself may be perfectly good and the form lets staff fill gaps.
+the image itself may be perfectly good and the form lets staff fill gaps. The
+age is read by ``age.patient_age_read``, which also says where it came from and
+why it is unknown.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -16,33 +17,36 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from .age import parse_date, patient_age_read
 from .types import ImageMetadata
 
 T = TypeVar("T")
 
-DAYS_PER_YEAR = 365.25
-_AGE_UNITS = {"D": 1 / DAYS_PER_YEAR, "W": 7 / DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
-_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
-_DATE = re.compile(r"^\s*(\d{4})[.\-]?(\d{2})[.\-]?(\d{2})")
 _DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+# The age is counted to the day the film was taken: the study's date, else the acquisition's.
+_AGE_DATE_KEYWORDS = ("StudyDate", "AcquisitionDate", "SeriesDate", "ContentDate")
 
 
 def extract_metadata(ds: Dataset, *, transfer_syntax_uid: str) -> ImageMetadata:
-    birth_date = parse_date(_text(ds, "PatientBirthDate"))
-    study_date = _first_date(ds)
+    birth_date_text = _text(ds, "PatientBirthDate")
     patient_age = _text(ds, "PatientAge")
+    age = patient_age_read(
+        stated=patient_age, birth_date=birth_date_text, on=_first_date(ds, _AGE_DATE_KEYWORDS), origin="dicom"
+    )
     return ImageMetadata(
         kind="dicom",
         **image_geometry(ds),
         photometric_interpretation=_text(ds, "PhotometricInterpretation"),
         transfer_syntax_uid=transfer_syntax_uid,
         **_identifiers(ds),
-        study_date=study_date,
+        study_date=_first_date(ds, _DATE_KEYWORDS),
         **_descriptions(ds),
         **_patient(ds),
-        birth_date=birth_date,
+        birth_date=parse_date(birth_date_text),
         patient_age=patient_age,
-        age_years=age_in_years(patient_age, birth_date, study_date),
+        age_years=age.years,
+        age_source=age.source,
+        age_reason=age.reason,
         pixel_spacing=_pixel_spacing(ds),
     )
 
@@ -112,35 +116,8 @@ def _readable_group(group: str) -> str:
     return f"{family}, {rest}" if family and rest else family or rest
 
 
-def parse_age(patient_age: str | None) -> float | None:
-    """DICOM Age String ('004Y', '018M', '030D', '002W') in years."""
-    match = _AGE.match(patient_age or "")
-    if not match:
-        return None
-    return int(match.group(1)) * _AGE_UNITS[match.group(2).upper()]
-
-
-def age_in_years(patient_age: str | None, birth_date: date | None, study_date: date | None) -> float | None:
-    """PatientAge when present, else the time from birth to the study; ``None`` when neither is known."""
-    age = parse_age(patient_age)
-    if age is not None or birth_date is None or study_date is None:
-        return age
-    days = (study_date - birth_date).days
-    return days / DAYS_PER_YEAR if days >= 0 else None
-
-
-def parse_date(text: str | None) -> date | None:
-    match = _DATE.match(text or "")
-    if not match:
-        return None
-    try:
-        return date(*(int(part) for part in match.groups()))
-    except ValueError:
-        return None
-
-
-def _first_date(ds: Dataset) -> date | None:
-    dates = (parse_date(_text(ds, keyword)) for keyword in _DATE_KEYWORDS)
+def _first_date(ds: Dataset, keywords: tuple[str, ...]) -> date | None:
+    dates = (parse_date(_text(ds, keyword)) for keyword in keywords)
     return next((found for found in dates if found is not None), None)
 
 

@@ -53,6 +53,8 @@ class ImageMetadata:
     sex: str | None = None
     patient_age: str | None = None
     age_years: float | None = None
+    age_source: str = "unknown"  # an age.AgeSource
+    age_reason: str = ""  # why the age is unknown, or a value passed over
     specific_character_set: str | None = None
     pixel_spacing: tuple[float, float] | None = None
     window_center: float | None = None

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from cases.imaging import age_in_years, decode, parse_age, readable_person_name
+from cases.imaging import decode, parse_age, patient_age_read, readable_person_name
 from tests.dicom_factory import make_dicom
 
 LIMITS = {"max_bytes": 64 * 2**20, "max_pixels": 50_000_000}
@@ -99,6 +99,7 @@ def test_it_keeps_markup_in_names_verbatim_for_the_template_to_escape() -> None:
         ("030D", 30 / 365.25),
         ("002W", 14 / 365.25),
         ("4y", 4.0),
+        ("58", 58.0),
         ("", None),
         ("old", None),
     ],
@@ -108,7 +109,9 @@ def test_it_parses_dicom_age_strings(patient_age: str, years: float | None) -> N
 
 
 def test_it_prefers_the_recorded_age_to_the_dates() -> None:
-    assert age_in_years("002Y", date(2010, 1, 1), date(2024, 1, 1)) == 2.0
+    assert (
+        patient_age_read(stated="002Y", birth_date=date(2010, 1, 1), on=date(2024, 1, 1), origin="dicom").years == 2.0
+    )
 
 
 def test_it_computes_the_age_from_birth_and_study_dates_when_no_age_is_recorded() -> None:
@@ -119,7 +122,8 @@ def test_it_computes_the_age_from_birth_and_study_dates_when_no_age_is_recorded(
 
 def test_it_leaves_the_age_unknown_without_age_or_birth_date() -> None:
     assert metadata(patient_age=None, birth_date=None).age_years is None
-    assert age_in_years(None, date(2024, 2, 1), date(2024, 1, 1)) is None  # study before birth
+    before_birth = patient_age_read(stated=None, birth_date=date(2024, 2, 1), on=date(2024, 1, 1), origin="dicom")
+    assert before_birth.years is None
 
 
 def test_it_ignores_malformed_dates() -> None:
