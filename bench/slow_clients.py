@@ -3,10 +3,13 @@
     .venv/bin/python bench/slow_clients.py [--connections 32] [--seconds 20] [--mode headers|body|both]
     .venv/bin/python bench/slow_clients.py --url http://127.0.0.1:8000   # a running `make run`
     .venv/bin/python bench/slow_clients.py --web-only                     # make run's web server alone
+    .venv/bin/python bench/slow_clients.py --behind-nginx                 # the compose deployment's front
 
 By default it starts the site the way `make run` does (bench/e2e.py's ``Site``, on a private port,
 database and media folder); ``--web-only`` starts only make run's web server (scripts/run.py's
-``web_argv``) beside an embedded Redis, which is quicker. Loopback only.
+``web_argv``) beside an embedded Redis, which is quicker; ``--behind-nginx`` starts compose.yaml's web
+command (gunicorn) behind the ``nginx`` binary of this machine running docker/nginx.conf, its TLS
+left out and its addresses moved to loopback. Loopback only.
 
 Each slow connection sends ``GET /accounts/login/ HTTP/1.1`` and a Host header, then one more header
 line every 2 s (``headers``), or a complete POST header announcing a body that it then sends one byte
@@ -27,6 +30,8 @@ if str(ROOT) not in sys.path:
 import argparse  # noqa: E402
 import ipaddress  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -35,7 +40,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
@@ -150,10 +155,17 @@ def _loopback(base: str) -> tuple[str, int]:
     return host, parts.port or 80
 
 
+def _up(base: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while health_probe(base, timeout=1).status != 200:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(f"the server did not start: see {log}")
+        time.sleep(0.2)
+
+
 @contextmanager
-def web_only():
-    """make run's web server alone (scripts/run.py's web_argv), with an embedded Redis for /health/."""
-    from scripts.run import web_argv
+def web_server(argv_for: Callable[[int], list[str]]) -> Iterator[tuple[str, Path]]:
+    """A web server on a free loopback port, with an embedded Redis for /health/ and a private database."""
     from tests.processes import RedisServer, free_port
 
     redis_server = RedisServer().start()
@@ -168,20 +180,80 @@ def web_only():
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",  # /health/ only asks SELECT 1
         MEDIA_ROOT=str(workdir / "media"),
     )
-    log = open(workdir / "web.log", "ab")  # noqa: SIM115 - the child owns it
-    web = subprocess.Popen(web_argv(port=port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = workdir / "web.log"
+    with log.open("ab") as out:
+        web = subprocess.Popen(argv_for(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while health_probe(base, timeout=1).status != 200:
-            if time.monotonic() > deadline or web.poll() is not None:
-                raise SystemExit(f"the web server did not start: see {workdir / 'web.log'}")
-            time.sleep(0.2)
-        yield base
+        _up(base, web, log)
+        yield base, workdir
     finally:
         web.terminate()
         web.wait(timeout=20)
         redis_server.stop()
+
+
+@contextmanager
+def web_only() -> Iterator[str]:
+    """make run's web server alone (scripts/run.py's web_argv)."""
+    from scripts.run import web_argv
+
+    with web_server(lambda port: web_argv(port=port)) as (base, _):
+        yield base
+
+
+def compose_web_argv(port: int) -> list[str]:
+    """compose.yaml's web command, its gunicorn part, on a loopback port."""
+    import yaml
+
+    command = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())["services"]["web"]["command"]
+    gunicorn = shlex.split(shlex.split(command)[-1].split("exec ", 1)[1])
+    bind = gunicorn.index("--bind") + 1
+    gunicorn[bind] = f"127.0.0.1:{port}"
+    return [str(Path(sys.executable).parent / "gunicorn"), *gunicorn[1:]]
+
+
+def nginx_conf_for_loopback(upstream_port: int, ports: tuple[int, int], workdir: Path) -> str:
+    """docker/nginx.conf with web on ``upstream_port`` and its two servers on loopback ``ports``, HTTP only."""
+    conf = (ROOT / "docker/nginx.conf").read_text()
+    conf = conf.replace("server web:8000;", f"server 127.0.0.1:{upstream_port};")
+    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{ports[0]};")
+    conf = conf.replace("listen 443 ssl;", f"listen 127.0.0.1:{ports[1]};")
+    kept = [line for line in conf.splitlines() if not re.match(r"\s*(ssl_|http2 |listen \[::\])", line)]
+    temp = "".join(
+        f"    {kind}_temp_path {workdir / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"pid {workdir / 'nginx.pid'};\n" + "\n".join(kept).replace("http {\n", "http {\n" + temp, 1)
+
+
+@contextmanager
+def behind_nginx() -> Iterator[str]:
+    import shutil
+
+    from tests.processes import free_port
+
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        raise SystemExit("--behind-nginx needs the nginx binary (Debian: apt-get install nginx-light)")
+    with web_server(compose_web_argv) as (upstream, workdir):
+        workdir.chmod(0o755)  # nginx's worker processes run unprivileged
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (workdir / kind).mkdir(mode=0o777)
+        port = free_port()
+        conf = workdir / "nginx.conf"
+        conf.write_text(nginx_conf_for_loopback(urlsplit(upstream).port, (free_port(), port), workdir))
+        log = workdir / "nginx.log"
+        with log.open("ab") as out:
+            proxy = subprocess.Popen(
+                [nginx, "-c", str(conf), "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT
+            )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _up(base, proxy, log)
+            yield base
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=20)
 
 
 @contextmanager
@@ -214,6 +286,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running site on this machine (default: start one as make run does)")
     parser.add_argument("--web-only", action="store_true", help="start make run's web server alone")
+    parser.add_argument("--behind-nginx", action="store_true", help="compose's web behind docker/nginx.conf")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20, help="probing time per mode")
     parser.add_argument("--mode", choices=["headers", "body", "both"], default="both")
@@ -224,7 +297,7 @@ def main() -> None:
     if args.url:
         server = contextmanager(lambda: (yield args.url.rstrip("/")))()
     else:
-        server = web_only() if args.web_only else whole_site()
+        server = web_only() if args.web_only else behind_nginx() if args.behind_nginx else whole_site()
     with server as base:
         print(f"slow clients against {base}: one piece every 2 s; /health/ every 0.5 s, 5 s timeout", flush=True)
         for line in measure(base, args.connections, args.seconds, modes):
