@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from inference.domain import pooled_features
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -164,7 +166,7 @@ def raw_gradcam(feature_map: np.ndarray, head: Head) -> np.ndarray:
     a = np.asarray(feature_map, dtype=np.float32)
     if a.ndim != 3 or a.shape[2] != FEATURE_CHANNELS:
         raise ValueError(f"expected an HxWx{FEATURE_CHANNELS} feature map, got {a.shape}")
-    pooled = a.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
+    pooled = pooled_features(a)
     pre = pooled @ head.w1 + head.b1
     dp_dlogits = np.full(NUM_CLASSES, -1.0, dtype=np.float32)
     dp_dlogits[PNEUMONIA_INDEX] = 1.0
@@ -194,6 +196,8 @@ class ClassifierOutput:
     inference_ms: float
     heatmap_ms: float
     preprocessing_version: str = PREPROCESSING_VERSION
+    # The (2048,) float32 mean of this forward pass's feature map: what the scope checks read.
+    pooled_features: np.ndarray | None = None
 
 
 class LiteRTClassifier:
@@ -280,6 +284,7 @@ class LiteRTClassifier:
         heatmaps = [self._heatmap(fm) if heatmap else None for fm in feature_maps]
         t3 = time.perf_counter()
         probabilities = softmax(logits)[:, PNEUMONIA_INDEX]
+        pooled = pooled_features(feature_maps)
         return [
             ClassifierOutput(
                 probability=float(probabilities[i]),
@@ -290,6 +295,7 @@ class LiteRTClassifier:
                 inference_ms=(t2 - t1) * 1000 / n,
                 heatmap_ms=(t3 - t2) * 1000 / n,
                 preprocessing_version=self.preprocessing.name,
+                pooled_features=pooled[i],
             )
             for i in range(n)
         ]

@@ -119,6 +119,18 @@ def test_it_serves_a_batch_like_single_images(classifier: LiteRTClassifier, samp
         assert batch.input_sha256 == single.input_sha256
 
 
+def test_it_returns_the_pooled_features_of_the_same_forward_pass(
+    classifier: LiteRTClassifier, sample_images: list[Image.Image]
+) -> None:
+    outputs = classifier.predict_batch(sample_images[:3], heatmap=False)
+
+    feature_maps, _ = classifier.run(np.concatenate([preprocess(image) for image in sample_images[:3]]))
+    for output, feature_map in zip(outputs, feature_maps, strict=True):
+        assert output.pooled_features.shape == (2048,) and output.pooled_features.dtype == np.float32
+        np.testing.assert_allclose(output.pooled_features, feature_map.mean(axis=(0, 1)), rtol=1e-5, atol=1e-6)
+    assert classifier.predict(sample_images[0]).pooled_features == pytest.approx(outputs[0].pooled_features, abs=1e-5)
+
+
 def test_it_converts_without_quantization(converted: ConversionResult) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
