@@ -155,3 +155,18 @@ def test_it_refuses_an_impossible_typed_age_on_the_upload_page(client, ready, ag
     response = _post(client, reverse("upload_files"), "a.png", make_png(), patient_id="MRN-7", age_years=age_years)
 
     assert response.status_code == 400 and not Image.objects.exists()
+
+
+def test_it_counts_from_the_birth_date_sent_to_the_api_when_the_age_field_is_left_empty(ready) -> None:
+    _site, tech = ready
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=tech)[0]}")
+    born = timezone.localdate() - timedelta(days=round(4 * 365.25))
+
+    response = _post(
+        api, "/api/v1/studies/", "child.png", make_png(), patient_id="MRN-9", age_years="", birth_date=born.isoformat()
+    )
+
+    assert response.status_code in (200, 201), response.content
+    image = Image.objects.get()
+    assert image.patient_age_years == pytest.approx(4.0, abs=0.01) and image.patient_age_source == "upload_form"
