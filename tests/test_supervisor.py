@@ -103,9 +103,11 @@ def _health_watch(base: str, stop: threading.Event, seen: list) -> None:
 
 
 def _wait_output(launcher: subprocess.Popen, output: list[str], pattern: str, timeout: float) -> re.Match:
+    """The first match of ``pattern`` in what the launcher prints from now on."""
+    since = len(output)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = re.search(pattern, "".join(output))
+        match = re.search(pattern, "".join(output[since:]), re.DOTALL)
         if match:
             return match
         line = launcher.stdout.readline()
@@ -151,11 +153,11 @@ def test_it_keeps_the_site_up_and_predicting_when_the_worker_and_redis_are_kille
 
         # When the worker's main process is killed, then the embedded Redis
         os.kill(int(pids["worker"]), signal.SIGKILL)
-        _wait_output(launcher, output, rf"worker \(pid {pids['worker']}\) exited with status -9 \(SIGKILL\)", 30)
-        worker = _wait_output(launcher, output, r"started worker \(pid (\d+)\)", 30).group(1)
+        restart = rf"worker \(pid {pids['worker']}\) exited with status -9 \(SIGKILL\).*started worker \(pid (\d+)\)"
+        worker = _wait_output(launcher, output, restart, 30).group(1)
         os.kill(int(pids["redis"]), signal.SIGKILL)
-        _wait_output(launcher, output, rf"redis \(pid {pids['redis']}\) exited with status -9 \(SIGKILL\)", 30)
-        _wait_output(launcher, output, r"started redis \(pid (\d+)\)", 30)
+        restart = rf"redis \(pid {pids['redis']}\) exited with status -9 \(SIGKILL\).*started redis \(pid \d+\)"
+        _wait_output(launcher, output, restart, 30)
 
         # Then the site reports a ready worker again and predicts a new upload
         deadline = time.monotonic() + 90
