@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 from cases.states import StudyStatus
-from inference.models import AiLabel
+from inference.models import AiDomain, AiLabel
 
 
 class Site(models.Model):
@@ -127,6 +127,13 @@ class Study(models.Model):
     # sort 10,000 studies in SQL with a fixed number of queries.
     ai_probability = models.FloatField(null=True, blank=True)
     ai_flagged = models.BooleanField(default=False)
+    # Both from inference.display's rule: a muted result never sets ai_probability or ai_flagged above.
+    ai_muted_probability = models.FloatField(
+        null=True, blank=True, help_text="The highest muted result (outside the domain or validated use): never counted"
+    )
+    ai_domain = models.CharField(
+        max_length=16, choices=AiDomain.choices, null=True, blank=True, help_text="The domain of the result shown"
+    )
     received_at = models.DateTimeField(auto_now_add=True)
     ai_completed_at = models.DateTimeField(null=True, blank=True)
     reported_at = models.DateTimeField(null=True, blank=True)
@@ -228,6 +235,7 @@ class Agreement(models.TextChoices):
     DISAGREE = "disagree", "Overrules AI"
     NO_AI = "no_ai", "No AI result"
     INDETERMINATE = "indeterminate", "Indeterminate finding"
+    NOT_VALIDATED = "not_validated", "AI not validated for this image"
 
 
 class OverruleReason(models.TextChoices):
@@ -248,6 +256,7 @@ class Review(models.Model):
         max_length=16, choices=AiLabel.choices, blank=True, help_text="The AI label at signing time"
     )
     ai_probability = models.FloatField(null=True, blank=True)
+    ai_domain = models.CharField(max_length=16, choices=AiDomain.choices, null=True, blank=True)
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="reviews"
     )

@@ -18,7 +18,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from cases.audit import audit_record
@@ -27,6 +27,7 @@ from cases.notices import study_flagged_notice_queue
 from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
 from inference import runtime
+from inference.display import predictions_summary
 from inference.model_input import DecodeLimits, InputGrid, model_image_load
 from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
 from inference.registry import active_model_version
@@ -283,12 +284,15 @@ def _study_ai_summary(study: Study, version: ModelVersion | None) -> dict:
     predictions = Prediction.objects.filter(image__study=study)
     if version is not None:
         predictions = predictions.filter(model_version=version)
-    statuses = set(predictions.values_list("status", flat=True))
-    succeeded = predictions.filter(status=P.SUCCEEDED)
-    best = succeeded.aggregate(p=Max("probability"))["p"]
+    rows = list(predictions)
+    # Only results that count make the study's probability and flag (inference.display): a muted one is shown.
+    summary = predictions_summary(rows)
+    best = summary.probability
     return {
-        "statuses": statuses,
+        "statuses": {p.status for p in rows},
         "probability": best,
+        "muted_probability": summary.muted_probability,
+        "domain": summary.domain,
         "flagged": best is not None and version is not None and best >= version.threshold,
     }
 
@@ -316,7 +320,9 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         newly_flagged = summary["flagged"] and not study.ai_flagged
         study.ai_probability = summary["probability"]
         study.ai_flagged = summary["flagged"]
-        fields = ["ai_probability", "ai_flagged", "updated_at"]
+        study.ai_muted_probability = summary["muted_probability"]
+        study.ai_domain = summary["domain"]
+        fields = ["ai_probability", "ai_flagged", "ai_muted_probability", "ai_domain", "updated_at"]
         done = not statuses & {P.PENDING, P.RUNNING}
         reason = ""
         if done:

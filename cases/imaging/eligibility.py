@@ -6,7 +6,8 @@ Three outcomes:
   a lateral view, a multi-frame object);
 * ``outside_validated_use``: run, but flagged, because the model was only
   validated on frontal AP chest radiographs of 1 to 5 year olds and this image
-  is outside that, or does not say;
+  is outside that (its result is muted), or does not say (a missing tag: a
+  note only; see ``caveats_outside_use``);
 * ``eligible``: inside the validated use.
 """
 
@@ -20,6 +21,7 @@ from typing import Literal
 from .types import ImageMetadata
 
 EligibilityStatus = Literal["eligible", "outside_validated_use", "not_eligible"]
+CaveatKind = Literal["missing_tag", "outside_use"]
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
 SECONDARY_CAPTURE_MODALITIES = frozenset({"SC", "OT"})
@@ -34,6 +36,12 @@ CHEST_TERMS = frozenset(
     | {"POUMON", "POUMONS", "PULMON", "PULMONES", "THX"}
 )
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LLAT", "RLAT", "XTABLE", "CROSSTABLE"})
+# The caveats that only say a tag is missing: shown as a note, they never mute a result. Every other caveat
+# (an age outside the range, a view the model was not validated on) puts the image outside validated use.
+AGE_UNKNOWN = "Patient age is unknown"
+BODY_PART_NOT_RECORDED = "Body part is not recorded"
+VIEW_NOT_RECORDED = "View position is not recorded"
+MISSING_TAG_CAVEATS = frozenset({AGE_UNKNOWN, BODY_PART_NOT_RECORDED, VIEW_NOT_RECORDED})
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,22 @@ class EligibilityVerdict:
     @property
     def runs_model(self) -> bool:
         return self.status != "not_eligible"
+
+    @property
+    def caveat_kind(self) -> CaveatKind | None:
+        """``outside_use`` when a caveat mutes the result, ``missing_tag`` when caveats are notes only."""
+        if self.status != "outside_validated_use":
+            return None
+        return "outside_use" if caveats_outside_use(self.reason) else "missing_tag"
+
+
+def caveats_outside_use(reason: str) -> list[str]:
+    """The caveats of a reason that put an image outside validated use, not those that only say a tag is missing.
+
+    Reasons are sentences without semicolons joined with "; ", so a stored reason splits back into its caveats.
+    """
+    caveats = [c.strip() for c in reason.split(";")]
+    return [c for c in caveats if c and c not in MISSING_TAG_CAVEATS]
 
 
 def assess_eligibility(
@@ -104,7 +128,7 @@ def is_lateral(view: str) -> bool:
 
 def _age_caveat(age_years: float | None, low: float, high: float) -> str | None:
     if age_years is None:
-        return "Patient age is unknown"
+        return AGE_UNKNOWN
     if low <= age_years <= high:
         return None
     return f"Patient is {describe_age(age_years)} old, outside the validated ages of {low:g} to {high:g} years"
@@ -118,8 +142,8 @@ def describe_age(age_years: float) -> str:
 
 
 def _tag_caveats(meta: ImageMetadata) -> list[str]:
-    caveats = [] if meta.body_part else ["Body part is not recorded"]
-    return caveats + ([] if meta.view_position else ["View position is not recorded"])
+    caveats = [] if meta.body_part else [BODY_PART_NOT_RECORDED]
+    return caveats + ([] if meta.view_position else [VIEW_NOT_RECORDED])
 
 
 def _view_caveat(view: str | None, intended_view: str) -> str | None:
