@@ -196,3 +196,14 @@ def test_it_keeps_the_site_up_and_predicting_when_the_worker_and_redis_are_kille
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_it_refuses_a_bad_setting_before_starting_any_service() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL"}}
+    env.update(PORT="80OO", PNEUMO_WORKER_CONCURRENCY="2")
+    result = subprocess.run(
+        [sys.executable, "scripts/run.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "configuration error: PORT must be an integer, not '80OO'" in result.stderr
+    assert "started" not in result.stdout
