@@ -259,12 +259,16 @@ def access_logged(app: Callable) -> Callable:
 
 
 def web_serve(port: int) -> None:
+    from django.conf import settings
     from waitress import serve
 
     from pneumo.wsgi import application
 
     serve(
         access_logged(application),
+        # waitress reads whole bodies before Django runs, so the request limit must be its own:
+        # a declared Content-Length above it is answered 413 at once, a chunked body once it passes.
+        max_request_body_size=settings.PNEUMO_MAX_REQUEST_BYTES,
         listen=f"127.0.0.1:{port}",
         threads=WEB_THREADS,
         connection_limit=WEB_CONNECTION_LIMIT,

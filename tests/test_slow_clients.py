@@ -67,3 +67,19 @@ def test_it_logs_each_request_without_its_query_string(web) -> None:
     text = log.read_text()
     assert '"GET /health/" 200' in text and '"GET /accounts/login/" 200' in text
     assert "SMITH" not in text
+
+
+def test_it_refuses_a_request_declared_over_the_limit_before_reading_its_body(web) -> None:
+    import socket
+
+    from django.conf import settings
+
+    _, port, _ = web
+    declared = settings.PNEUMO_MAX_REQUEST_BYTES + 1
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"POST /upload/files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode()
+        )
+        answer = sock.recv(200)  # no body was sent: only a refusal from the header can come back
+    assert answer.startswith(b"HTTP/1.1 413"), answer

@@ -70,7 +70,8 @@
     let body;
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
     if (!body || !body.files) {
-      result.textContent = "refused: " + ((body && body.detail) || "server error " + xhr.status);
+      const tooLarge = xhr.status === 413 ? "the upload is larger than this site accepts in one request" : "";
+      result.textContent = "refused: " + ((body && body.detail) || tooLarge || "server error " + xhr.status);
       result.classList.add("refused");
       return;
     }
