@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +29,7 @@ from cases.audit import audit_record
 from cases.models import AuditEvent, User
 from inference import model_package, shipped_model
 from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION, PREPROCESSINGS, preprocessing_get
+from inference.domain import CHEST, VERSION, DomainCheck, domain_check_load
 from inference.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ModelFileMismatch(RuntimeError):
 
 
 class ModelNotReady(RuntimeError):
-    """A model version without a conversion that passed the parity gate cannot be activated."""
+    """A version without a conversion that passed the parity gate, or without scope checks, cannot be activated."""
 
 
 class ModelVersionLocked(Exception):
@@ -182,6 +183,92 @@ def resolve_path(path: str) -> Path:
     return candidate if candidate.is_absolute() else Path(settings.BASE_DIR) / candidate
 
 
+# Beside a shipped version's files (and in models/<packaged name>/ for the packaged model):
+# the scope checks of inference.domain and the sha256 of each.
+SCOPE_RECORD_NAME = "domain.json"
+SCOPE_FIELDS = ("domain_check_path", "domain_check_sha256", "chest_check_path", "chest_check_sha256")
+
+
+class ScopeChecks(NamedTuple):
+    """A version's two scope checks: is it a chest X-ray at all, and is it like this version's images."""
+
+    chest: DomainCheck
+    version: DomainCheck
+
+
+def _project_relative(path: Path) -> str:
+    # Relative to the project when inside it, so that a moved clone keeps finding the files.
+    try:
+        return str(path.resolve().relative_to(Path(settings.BASE_DIR).resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _scope_files(model_dir: Path) -> dict[str, str] | None:
+    """The scope fields a version's folder names in its ``domain.json``, each file checked; None without one."""
+    record_path = model_dir / SCOPE_RECORD_NAME
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    fields = {}
+    for prefix, key in (("domain_check", VERSION), ("chest_check", CHEST)):
+        entry = record[key]
+        path = model_dir / entry["file"]
+        if not path.is_file() or model_package.sha256_file(path) != entry["sha256"]:
+            raise ModelFileMismatch(f"{path} is missing or differs from the sha256 in {record_path}")
+        fields[f"{prefix}_path"] = _project_relative(path)
+        fields[f"{prefix}_sha256"] = entry["sha256"]
+    return fields
+
+
+def _scope_files_record(version: ModelVersion, model_dir: Path) -> ModelVersion:
+    """Record the scope checks shipped for ``version`` (idempotent, also for rows registered before them).
+
+    A file that moved is followed; a version in use keeps the checks its results were judged by.
+    """
+    fields = _scope_files(model_dir)
+    if fields is None:
+        return version
+    changed = {name: value for name, value in fields.items() if getattr(version, name) != value}
+    if not changed:
+        return version
+    replaced = [name for name in ("domain_check_sha256", "chest_check_sha256") if getattr(version, name)]
+    if model_version_in_use(version) and set(replaced) & changed.keys():
+        raise ModelFileMismatch(
+            f"{version.name} is in use with other scope checks than {model_dir / SCOPE_RECORD_NAME} names; "
+            "register a new version instead"
+        )
+    for name, value in changed.items():
+        setattr(version, name, value)
+    version.save(update_fields=list(changed))
+    return version
+
+
+def scope_checks_load(version: ModelVersion) -> ScopeChecks:
+    """Both scope checks of ``version``, each file matching its registered sha256 and fitted on its input."""
+    if not all(getattr(version, name) for name in SCOPE_FIELDS):
+        raise ModelNotReady(
+            f"{version.name} has no domain check and chest check: without them nobody can tell whether the model "
+            "applies to an image (ship models/<name>/domain.json with its files and run prepare_models)"
+        )
+    chest = _scope_check(version, version.chest_check_path, version.chest_check_sha256, CHEST)
+    own = _scope_check(version, version.domain_check_path, version.domain_check_sha256, VERSION)
+    return ScopeChecks(chest=chest, version=own)
+
+
+def _scope_check(version: ModelVersion, path: str, sha256: str, kind: str) -> DomainCheck:
+    try:
+        check = domain_check_load(resolve_path(path), sha256=sha256)
+    except (OSError, ValueError) as exc:
+        raise ModelFileMismatch(f"{kind} check of {version.name}: {exc}") from exc
+    if check.kind != kind or check.preprocessing_version != version.preprocessing_version:
+        raise ModelFileMismatch(
+            f"{path} is a {check.kind} check for {check.preprocessing_version}, not a {kind} check for "
+            f"{version.name}'s {version.preprocessing_version}"
+        )
+    return check
+
+
 def model_version_register_packaged() -> ModelVersion:
     """Register the model shipped in pneumonia-model-package (idempotent)."""
     path = model_package.packaged_model_path()
@@ -207,7 +294,7 @@ def model_version_register_packaged() -> ModelVersion:
         # The virtual environment moved (a new clone, a container): same file, new place.
         version.source_path = str(path)
         version.save(update_fields=["source_path"])
-    return version
+    return _scope_files_record(version, shipped_models_dir() / PACKAGED_MODEL_NAME)
 
 
 def shipped_model_dirs(root: Path | None = None) -> list[Path]:
@@ -280,7 +367,7 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
     if not created and version.source_path != str(path):
         version.source_path = str(path)
         version.save(update_fields=["source_path"])
-    return version
+    return _scope_files_record(version, model_dir)
 
 
 def source_verify(version: ModelVersion) -> Path:
@@ -368,6 +455,10 @@ def model_version_activate(
 ) -> ModelVersion:
     if not (version.parity_passed and version.converted_path):
         raise ModelNotReady(f"{version.name} has no LiteRT conversion that passed the parity gate")
+    try:
+        scope_checks_load(version)
+    except ModelFileMismatch as exc:
+        raise ModelNotReady(f"{version.name} cannot be activated: {exc}") from exc
     ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
     version.is_active = True
     version.save(update_fields=["is_active"])
@@ -393,13 +484,17 @@ def models_prepare_all() -> list[ModelVersion]:
     packaged = model_version_register_packaged()
     shipped = [model_version_register_shipped(d) for d in shipped_model_dirs()]
     versions = [model_version_prepare(v) for v in ModelVersion.objects.order_by("pk")]
-    ready = [v for v in (ModelVersion.objects.get(pk=s.pk) for s in shipped) if v.parity_passed]
+    ready = [v for v in (ModelVersion.objects.get(pk=s.pk) for s in shipped) if v.parity_passed and _has_scope(v)]
     preferred = ready[-1] if ready else ModelVersion.objects.get(pk=packaged.pk)
     active = active_model_version()
     automatic = active is not None and active.pk == packaged.pk and not activation_chosen_by_person(active)
     if active is None or (automatic and preferred.pk != active.pk):
         model_version_activate(version=preferred)
     return list(ModelVersion.objects.filter(pk__in=[v.pk for v in versions]).order_by("pk"))
+
+
+def _has_scope(version: ModelVersion) -> bool:
+    return all(getattr(version, name) for name in SCOPE_FIELDS)
 
 
 def active_model_version() -> ModelVersion | None:

@@ -104,11 +104,13 @@ def make_image() -> Callable[..., Image]:
 
 
 @pytest.fixture
-def make_model_version(db) -> Callable[..., ModelVersion]:
-    """A registered version with a conversion that passed the gate (no real files: nothing here runs it)."""
+def make_model_version(db, tmp_path_factory) -> Callable[..., ModelVersion]:
+    """A registered version with a conversion that passed the gate and scope check files (nothing here runs it)."""
+    from tests.domain_factory import scope_fields
 
     def make(**fields) -> ModelVersion:
         n = next(_counter)
+        preprocessing = fields.get("preprocessing_version", "test-v1")
         defaults = {
             "name": f"test-model-{n}",
             "version": "1",
@@ -117,7 +119,8 @@ def make_model_version(db) -> Callable[..., ModelVersion]:
             "converted_path": f"/models/test-{n}.tflite",
             "parity_passed": True,
             "parity_max_diff": 0.0,
-            "preprocessing_version": "test-v1",
+            "preprocessing_version": preprocessing,
+            **scope_fields(tmp_path_factory.mktemp("scope"), preprocessing),
         }
         return ModelVersion.objects.create(**{**defaults, **fields})
 

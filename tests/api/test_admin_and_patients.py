@@ -96,20 +96,26 @@ def test_it_shows_the_servers_model_paths_to_admins_only(role: str, sees_paths: 
     assert (model_version.source_path in str(listed) + str(one)) == sees_paths
 
 
-def test_it_activates_a_converted_version_and_deactivates_the_other(model_version, api, admin_user) -> None:
-    other = ModelVersion.objects.create(
-        name="v2",
-        version="2",
-        source_path="/m/v2.keras",
-        sha256="d" * 64,
-        converted_path="/m/v2.tflite",
-        parity_passed=True,
-        preprocessing_version="p",
-    )
+def test_it_activates_a_converted_version_and_deactivates_the_other(
+    model_version, make_model_version, api, admin_user
+) -> None:
+    other = make_model_version(name="v2", version="2", preprocessing_version="p")
     response = api(admin_user).patch(f"{MODELS}{other.pk}/", {"is_active": True}, format="json")
     assert response.status_code == 200 and response.json()["is_active"] is True
     model_version.refresh_from_db()
     assert not model_version.is_active
+
+
+def test_it_refuses_to_activate_a_version_without_scope_checks(
+    model_version, make_model_version, api, admin_user
+) -> None:
+    other = make_model_version(name="v2", domain_check_path="", domain_check_sha256="")
+    response = api(admin_user).patch(f"{MODELS}{other.pk}/", {"is_active": True}, format="json")
+    assert response.status_code == 409
+    assert "v2 has no domain check and chest check" in response.json()["detail"]
+    other.refresh_from_db()
+    model_version.refresh_from_db()
+    assert not other.is_active and model_version.is_active
 
 
 def test_it_freezes_the_threshold_of_a_version_in_use(model_version, api, admin_user) -> None:

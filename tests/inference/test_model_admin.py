@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from cases.models import AuditEvent
 from inference.models import ModelVersion, Prediction
+from inference.registry import SCOPE_FIELDS
 
 FIELDS = {
     "name": "xception-v9",
@@ -58,7 +59,8 @@ def used(version, demo_site, make_study, make_image) -> ModelVersion:
 
 def _change(client, version: ModelVersion, **changes):
     url = reverse("admin:inference_modelversion_change", args=[version.pk])
-    return client.post(url, {**FIELDS, **changes})
+    scope = {name: getattr(version, name) for name in SCOPE_FIELDS}  # the form posts them unchanged
+    return client.post(url, {**FIELDS, **scope, **changes})
 
 
 def _updates(version: ModelVersion) -> list[dict]:
