@@ -1,7 +1,7 @@
-"""The classifier each worker process holds: loaded once, after the fork.
+"""The classifier and scope checks each worker process holds: loaded once, after the fork.
 
-Workers load only converted LiteRT files, each checked against the sha256 in
-the registry. Hashing is remembered per (path, size, mtime) in a small file
+Workers load only converted LiteRT files and scope check files, each checked
+against the sha256 in the registry. Hashing is remembered per (path, size, mtime) in a small file
 beside the model, so a new worker process starts in milliseconds.
 """
 
@@ -18,7 +18,7 @@ from django.conf import settings
 from inference.classifier import ClassifierOutput, LiteRTClassifier
 from inference.model_package import sha256_file
 from inference.models import ModelVersion
-from inference.registry import ModelFileMismatch, resolve_path
+from inference.registry import ModelFileMismatch, ScopeChecks, resolve_path, scope_checks_load
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Classifier(Protocol):
 
 
 _loaded: dict[tuple[int, str], Classifier] = {}
+_scope_loaded: dict[tuple[int, str, str], ScopeChecks] = {}
 
 
 def _stat_key(path: Path) -> str:
@@ -78,3 +79,11 @@ def classifier_for(version: ModelVersion) -> Classifier:
     if key not in _loaded:
         _loaded[key] = classifier_load(version)
     return _loaded[key]
+
+
+def scope_checks_for(version: ModelVersion) -> ScopeChecks:
+    """The version's chest and domain checks, read and verified once per process (a few ms)."""
+    key = (version.pk, version.chest_check_sha256, version.domain_check_sha256)
+    if key not in _scope_loaded:
+        _scope_loaded[key] = scope_checks_load(version)
+    return _scope_loaded[key]

@@ -26,11 +26,11 @@ from cases.models import Eligibility, Image, Study
 from cases.notices import study_flagged_notice_queue
 from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
-from inference import runtime
 from inference.display import predictions_summary
 from inference.model_input import DecodeLimits, InputGrid, model_image_load
-from inference.models import AiLabel, ModelVersion, Prediction, PredictionStatus
+from inference.models import ModelVersion, Prediction, PredictionStatus
 from inference.registry import active_model_version
+from inference.scope import ScopedOutput, image_scope, result_fields
 
 logger = logging.getLogger(__name__)
 P = PredictionStatus
@@ -183,14 +183,17 @@ def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "")
         return RunOutcome(prediction_id, False, current or "missing")
     study_ai_refresh(study_id=prediction.image.study_id)
     model_image, decode_ms = _model_image(prediction.image, prediction.model_version)
-    result = runtime.classifier_for(prediction.model_version).predict(model_image)
-    _prediction_store(prediction, result, decode_ms)
+    # The probability and the domain verdict come from one forward pass (inference.scope).
+    scoped = image_scope(model_image, version=prediction.model_version)
+    _prediction_store(prediction, scoped, decode_ms)
     return RunOutcome(prediction_id, True, P.SUCCEEDED)
 
 
-def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
+def _prediction_store(prediction: Prediction, scoped: ScopedOutput, decode_ms: float) -> None:
+    """Store a result; one that is no chest X-ray is a result too, without a probability."""
     now = timezone.now()
     threshold = prediction.model_version.threshold
+    result = scoped.output
     queued = prediction.queued_at or prediction.created_at
     with transaction.atomic():
         # Only the attempt that holds the lease may write its result.
@@ -200,10 +203,8 @@ def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
             lease_owner="",
             finished_at=now,
             error="",
-            probability=result.probability,
             threshold=threshold,
-            label=AiLabel.of(result.probability, threshold),
-            heatmap=[[round(float(v), 5) for v in row] for row in result.heatmap],
+            **result_fields(scoped, threshold=threshold),
             input_sha256=result.input_sha256,
             queue_wait_ms=max(0.0, (prediction.started_at - queued).total_seconds() * 1000),
             decode_ms=decode_ms,
@@ -219,6 +220,7 @@ def _prediction_store(prediction: Prediction, result, decode_ms: float) -> None:
                 site=prediction.image.site,
                 model_version=prediction.model_version_id,
                 status=P.SUCCEEDED,
+                domain=scoped.verdict.domain,
             )
 
 

@@ -83,6 +83,7 @@ def _preload_model(**kwargs: Any) -> None:
         version = active_model_version()
         if version is not None:
             runtime.classifier_for(version)
+            runtime.scope_checks_for(version)
     except Exception:
         logger.exception("could not preload the active model")
     finally:
