@@ -1,7 +1,9 @@
 """Evaluating a model version on a labelled folder (``NORMAL/`` and ``PNEUMONIA/``).
 
 The same decoding and preprocessing as the worker, on every decodable image
-whatever its eligibility. Metrics in plain NumPy so workers need nothing more.
+whatever its eligibility. Files are chosen by their first bytes, never their
+names (as ``scope_report`` chooses them). Metrics in plain NumPy so workers
+need nothing more.
 """
 
 from __future__ import annotations
@@ -12,10 +14,36 @@ from pathlib import Path
 import numpy as np
 
 from cases.imaging import DecodeError
+from cases.imaging.sniff import DICOM_PREAMBLE_LENGTH, DICOM_PREFIX, JPEG_SIGNATURE, PNG_SIGNATURE, is_dicom_part10
 from inference.model_input import DecodeLimits, original_model_image
 
 LABELS = ("NORMAL", "PNEUMONIA")
-SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ""}
+HEAD_BYTES = DICOM_PREAMBLE_LENGTH + len(DICOM_PREFIX)
+# The first tags of a DICOM file meta header written without its preamble: (0002,0000), (0002,0001), (0002,0002).
+_META_HEADER_STARTS = (b"\x02\x00\x00\x00", b"\x02\x00\x01\x00", b"\x02\x00\x02\x00")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether a file's first bytes are a DICOM preamble or meta header, or a PNG or JPEG signature.
+
+    A DICOM without its preamble is chosen too: decoding it then says why it is refused.
+    """
+    return is_dicom_part10(head) or head.startswith((PNG_SIGNATURE, JPEG_SIGNATURE, DICOM_PREFIX, *_META_HEADER_STARTS))
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+def image_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` (recursively, sorted) whose content is an image's, whatever its name."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and looks_like_image(_head(path)):
+            yield path
 
 
 def labelled_files(root: Path) -> Iterator[tuple[Path, int]]:
@@ -23,9 +51,8 @@ def labelled_files(root: Path) -> Iterator[tuple[Path, int]]:
         folder = root / label
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing: the folder needs NORMAL/ and PNEUMONIA/")
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith("."):
-                yield path, index
+        for path in image_files(folder):
+            yield path, index
 
 
 def model_input(path: Path, max_bytes: int, max_pixels: int) -> np.ndarray | None:

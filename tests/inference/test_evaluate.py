@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
+from cases.imaging.sniff import PNG_SIGNATURE
 from inference import evaluation
 from inference.model_package import packaged_sample_images
 from tests.dicom_factory import make_dicom
@@ -34,7 +35,10 @@ def test_it_evaluates_a_folder_with_the_real_model(active_model, tmp_path, capsy
         (tmp_path / label).mkdir(exist_ok=True)
         shutil.copy(path, tmp_path / label / path.name)
     (tmp_path / "NORMAL" / "extra.dcm").write_bytes(make_dicom(0))
-    (tmp_path / "NORMAL" / "broken.dcm").write_bytes(b"not an image")
+    # Chosen by content, never by name: a JPEG named .txt counts, a text file named .dcm is no image.
+    shutil.copy(packaged_sample_images()[0][0], tmp_path / "NORMAL" / "exported.txt")
+    (tmp_path / "NORMAL" / "notes.dcm").write_bytes(b"not an image")
+    (tmp_path / "NORMAL" / "broken.png").write_bytes(PNG_SIGNATURE + b"cut short")
     out_json = tmp_path / "eval.json"
     call_command("evaluate_model", str(tmp_path), "--json", str(out_json))
     figures = json.loads(out_json.read_text())
@@ -50,9 +54,9 @@ def test_it_evaluates_a_folder_with_the_real_model(active_model, tmp_path, capsy
         "confusion_matrix",
         "threshold_at_95_sensitivity",
     }
-    assert figures["n"] == 17 and figures["model"] == active_model.name
+    assert figures["n"] == 18 and figures["model"] == active_model.name
     assert figures["threshold"] == pytest.approx(active_model.threshold)
     assert 0.5 < figures["auc"] <= 1.0
-    assert sum(map(sum, figures["confusion_matrix"])) == 17
+    assert sum(map(sum, figures["confusion_matrix"])) == 18
     assert (tmp_path / "eval.roc.png").stat().st_size > 1000
     assert "1 undecodable skipped" in capsys.readouterr().out
