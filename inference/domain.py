@@ -10,6 +10,9 @@ Each check is a Mahalanobis distance in a probabilistic-PCA model of the referen
 features: the top principal components with shrunk eigenvalues, plus the residual
 outside them scaled by its mean variance, so that an image far off the reference
 subspace (noise, a page of text) scores high even when its projection looks ordinary.
+A version check may carry a background model (chest films of all ages) and then scores
+the relative distance, which separates, say, adults from children far better than a
+distance from the children alone (both are chest films to ImageNet features).
 The fitted statistics are small (float16 components, at most a few hundred) and are
 saved as a plain ``.npz`` (no pickle) whose sha256 the registry records.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,10 @@ class DomainCheck:
     power: float = 1.0  # features are raised to this power first (they are >= 0: ReLU outputs)
     residual_weight: float = 1.0
     n_fitted: int = 0
+    # Optional: the same model of a broader reference (chest films of all ages). With it the score is the
+    # *relative* Mahalanobis distance d^2(reference) - d^2(background) (Ren et al., 2021), which can be
+    # negative: what makes an image unlike this version's images, beyond what all chest films vary in.
+    background: DomainCheck | None = None
     _scale: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +72,8 @@ class DomainCheck:
             raise ValueError("domain check variances must be positive, one per component")
         for name in ("mean", "components", "eigenvalues"):
             object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float32))
+        if self.background is not None and self.background.preprocessing_version != self.preprocessing_version:
+            raise ValueError("a domain check's background must be fitted on the same preprocessing")
         # Whitening folded into the components once, so a score is one matrix-vector product.
         object.__setattr__(self, "_scale", (1.0 / np.sqrt(self.eigenvalues)).astype(np.float32))
 
@@ -74,14 +84,21 @@ class DomainCheck:
         x = np.maximum(x, 0.0)
         return x if self.power == 1.0 else np.power(x, np.float32(self.power))
 
-    def scores(self, pooled: np.ndarray) -> np.ndarray:
-        """Scores of an ``N x 2048`` batch (float64)."""
+    def squared_distances(self, pooled: np.ndarray) -> np.ndarray:
+        """Squared PPCA Mahalanobis distances of an ``N x 2048`` batch (float64), background left out."""
         centred = self.transform(np.atleast_2d(pooled)) - self.mean
         projected = centred @ self.components.T
         inside = ((projected * self._scale) ** 2).sum(axis=1, dtype=np.float64)
         residual = (centred**2).sum(axis=1, dtype=np.float64) - (projected**2).sum(axis=1, dtype=np.float64)
         residual = np.maximum(residual, 0.0) / self.residual_variance
-        return np.sqrt(inside + self.residual_weight * residual)
+        return inside + self.residual_weight * residual
+
+    def scores(self, pooled: np.ndarray) -> np.ndarray:
+        """Scores of an ``N x 2048`` batch (float64): the distance, or the relative one with a background."""
+        squared = self.squared_distances(pooled)
+        if self.background is None:
+            return np.sqrt(squared)
+        return squared - self.background.squared_distances(pooled)
 
     def score(self, pooled: np.ndarray) -> float:
         x = np.asarray(pooled)
@@ -100,6 +117,13 @@ def pooled_features(feature_map: np.ndarray) -> np.ndarray:
 
 
 def _arrays(check: DomainCheck) -> dict[str, np.ndarray]:
+    arrays = _own_arrays(check)
+    if check.background is not None:
+        arrays |= {f"background.{name}": array for name, array in _own_arrays(check.background).items()}
+    return arrays
+
+
+def _own_arrays(check: DomainCheck) -> dict[str, np.ndarray]:
     return {
         "format": np.array(FORMAT),
         "kind": np.array(check.kind),
@@ -136,22 +160,27 @@ def domain_check_save(check: DomainCheck, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_from(npz: Mapping[str, np.ndarray], prefix: str = "") -> DomainCheck:
+    if str(npz[f"{prefix}format"]) != FORMAT:
+        raise ValueError(f"not a domain check file (format {str(npz[f'{prefix}format'])!r}, expected {FORMAT!r})")
+    return DomainCheck(
+        kind=str(npz[f"{prefix}kind"]),
+        preprocessing_version=str(npz[f"{prefix}preprocessing_version"]),
+        limit=float(npz[f"{prefix}limit"]),
+        mean=npz[f"{prefix}mean"],
+        components=npz[f"{prefix}components"].astype(np.float32),
+        eigenvalues=npz[f"{prefix}eigenvalues"],
+        residual_variance=float(npz[f"{prefix}residual_variance"]),
+        power=float(npz[f"{prefix}power"]),
+        residual_weight=float(npz[f"{prefix}residual_weight"]),
+        n_fitted=int(npz[f"{prefix}n_fitted"]),
+        background=_check_from(npz, "background.") if not prefix and "background.format" in npz else None,
+    )
+
+
 def domain_check_from_bytes(data: bytes) -> DomainCheck:
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        if str(npz["format"]) != FORMAT:
-            raise ValueError(f"not a domain check file (format {str(npz['format'])!r}, expected {FORMAT!r})")
-        return DomainCheck(
-            kind=str(npz["kind"]),
-            preprocessing_version=str(npz["preprocessing_version"]),
-            limit=float(npz["limit"]),
-            mean=npz["mean"],
-            components=npz["components"].astype(np.float32),
-            eigenvalues=npz["eigenvalues"],
-            residual_variance=float(npz["residual_variance"]),
-            power=float(npz["power"]),
-            residual_weight=float(npz["residual_weight"]),
-            n_fitted=int(npz["n_fitted"]),
-        )
+        return _check_from({name: npz[name] for name in npz.files})
 
 
 def domain_check_load(path: Path, *, sha256: str | None = None) -> DomainCheck:

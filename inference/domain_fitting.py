@@ -1,16 +1,29 @@
 """Fitting the scope checks of ``inference.domain`` from pooled features (NumPy only).
 
-The data handling (which images, through which served model) lives in
-``inference.domain_data``; this module only turns feature matrices into checks and limits.
+Which reference images (the version's own split, NIH adults split by patient), their pooled
+features through the served LiteRT model (decoded exactly as uploads are, cached), the fit
+and the limits. No Django: ``manage.py fit_domain`` and ``bench/domain.py`` are thin callers.
 """
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-from inference.domain import DomainCheck
+from inference.classifier import LiteRTClassifier, preprocess
+from inference.domain import CHEST as CHEST_KIND
+from inference.domain import FEATURE_CHANNELS, DomainCheck, domain_check_save, pooled_features
+from inference.domain import VERSION as VERSION_KIND
 
 DEFAULT_COMPONENTS = 256
 DEFAULT_SHRINKAGE = 0.05
@@ -27,6 +40,7 @@ def domain_check_fit(
     power: float = DEFAULT_POWER,
     residual_weight: float = 1.0,
     limit: float = float("inf"),
+    weights: np.ndarray | None = None,
 ) -> DomainCheck:
     """A probabilistic-PCA Mahalanobis check of ``N x 2048`` reference features.
 
@@ -34,6 +48,7 @@ def domain_check_fit(
     which keeps a direction seen with tiny variance in a few hundred images from making any
     small shift there look enormous. The variance outside the kept components is their mean
     (the PPCA noise variance). The limit is set later, on held-out images (``limit_for``).
+    ``weights`` (one per row) let two sources of different sizes count equally.
     """
     if not 0.0 <= shrinkage < 1.0:
         raise ValueError("shrinkage must be in [0, 1)")
@@ -48,9 +63,11 @@ def domain_check_fit(
         power=power,
     )
     x = probe.transform(features).astype(np.float64)
-    mean = x.mean(axis=0)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mean = w @ x
     centred = x - mean
-    covariance = centred.T @ centred / max(len(x) - 1, 1)
+    covariance = (centred * w[:, None]).T @ centred / max(1.0 - float((w**2).sum()), 1e-12)
     eigenvalues, vectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues, vectors = np.maximum(eigenvalues[order], 0.0), vectors[:, order]
@@ -81,3 +98,506 @@ def limit_for(scores: np.ndarray, *, inside: float) -> float:
 
 def check_with_limit(check: DomainCheck, limit: float) -> DomainCheck:
     return dataclasses.replace(check, limit=float(limit))
+
+
+# --- Reference data: which images, split how -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    source: str  # "kermany" or "nih"
+    group: str  # the patient, for a split that keeps a patient's films together
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReferenceSplit:
+    """Kermany by the version's recorded split; NIH adults by patient, seeded."""
+
+    kermany_train: list[Sample]
+    kermany_validation: list[Sample]
+    nih_train: list[Sample]
+    nih_validation: list[Sample]
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    with (root / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def kermany_samples(root: Path) -> list[Sample]:
+    """``root`` is ``kermany-224``; paths in its manifest start with ``train/``."""
+    rows = _manifest(root)
+    return [Sample(root / row["path"], "kermany", row["path"], row["sha256"]) for row in rows]
+
+
+def nih_samples(root: Path) -> list[Sample]:
+    return [Sample(root / row["path"], "nih", row["patient_id"], row["sha256"]) for row in _manifest(root)]
+
+
+def split_by_group(samples: list[Sample], *, held_out: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Whole groups (patients) in seeded random order to the held-out side until its share is reached."""
+    groups = sorted({s.group for s in samples})
+    order = np.random.default_rng(seed).permutation(len(groups))
+    target, taken, chosen = round(held_out * len(samples)), 0, set()
+    sizes = collections.Counter(s.group for s in samples)
+    for index in order:
+        if taken >= target:
+            break
+        chosen.add(groups[index])
+        taken += sizes[groups[index]]
+    return [s for s in samples if s.group not in chosen], [s for s in samples if s.group in chosen]
+
+
+def reference_split(
+    data: Path, *, validation_paths: list[str], nih_held_out: float = 0.3, seed: int = 1
+) -> ReferenceSplit:
+    kermany = kermany_samples(data / "kermany-224")
+    validation = {f"train/{p}" for p in validation_paths}
+    missing = validation - {s.group for s in kermany}
+    if missing:
+        raise ValueError(f"{len(missing)} validation paths of the version are not in {data / 'kermany-224'}")
+    nih_train, nih_validation = split_by_group(nih_samples(data / "nih-adult-512"), held_out=nih_held_out, seed=seed)
+    return ReferenceSplit(
+        kermany_train=[s for s in kermany if s.group not in validation],
+        kermany_validation=[s for s in kermany if s.group in validation],
+        nih_train=nih_train,
+        nih_validation=nih_validation,
+    )
+
+
+def samples_digest(samples: list[Sample]) -> str:
+    """sha256 over the sorted sha256 digests of the images (names left out: the pixels are what was fitted)."""
+    return hashlib.sha256("\n".join(sorted(s.sha256 for s in samples)).encode()).hexdigest()
+
+
+# --- Features through the served model ------------------------------------------------------------
+
+
+class FeatureExtractor:
+    """Pooled features of the served LiteRT model, from file bytes decoded exactly as uploads are.
+
+    Cached per image sha256 under ``cache_dir`` (one ``.npz`` per served model), so refits are instant.
+    """
+
+    def __init__(
+        self, classifier: LiteRTClassifier, *, cache_dir: Path | None, max_bytes: int, max_pixels: int, batch: int = 16
+    ) -> None:
+        self.classifier = classifier
+        self.max_bytes, self.max_pixels, self.batch = max_bytes, max_pixels, batch
+        self.served_sha256 = hashlib.sha256(Path(classifier.tflite_path).read_bytes()).hexdigest()
+        name = f"{self.served_sha256[:16]}-{classifier.preprocessing.name}.npz"
+        self.cache_path = cache_dir / name if cache_dir else None
+        self._cache: dict[str, np.ndarray] = {}
+        if self.cache_path and self.cache_path.is_file():
+            with np.load(self.cache_path, allow_pickle=False) as npz:
+                self._cache = dict(zip(npz["sha256"].tolist(), npz["pooled"], strict=True))
+
+    def model_image(self, data: bytes, filename: str) -> np.ndarray:
+        from cases.imaging import decode  # the upload decoders; imported late like the worker does
+
+        decoded = decode(data, filename=filename, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        if decoded.model_image is None:
+            raise ValueError(f"{filename} has no single frame for the model")
+        return decoded.model_image
+
+    def pooled_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """Pooled features of already decoded 8-bit model images (the worker's input)."""
+        out = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start : start + self.batch]
+            batch = np.concatenate([preprocess(image, self.classifier.preprocessing) for image in chunk])
+            feature_maps, _ = self.classifier.run(batch)
+            out.append(pooled_features(feature_maps))
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_CHANNELS), dtype=np.float32)
+
+    def pooled_files(self, samples: list[Sample], *, progress: Callable[[str], None] | None = None) -> np.ndarray:
+        for sample in samples:  # cheap next to the model, and a cache keyed by digest needs the true digest
+            if hashlib.sha256(sample.path.read_bytes()).hexdigest() != sample.sha256:
+                raise ValueError(f"{sample.path} differs from the sha256 its manifest lists")
+        return self.pooled_bytes([(s.path.name, s.path) for s in samples], progress=progress)
+
+    def pooled_bytes(
+        self, files: list[tuple[str, bytes | Path]], *, progress: Callable[[str], None] | None = None
+    ) -> np.ndarray:
+        """Pooled features of (file name, bytes or path) uploads, decoded as the worker does, cached by sha256."""
+
+        def read(item: bytes | Path) -> bytes:
+            return item.read_bytes() if isinstance(item, Path) else item
+
+        keys = [hashlib.sha256(read(data)).hexdigest() for _, data in files]
+        todo = [(key, name, data) for key, (name, data) in zip(keys, files, strict=True) if key not in self._cache]
+        todo = list({key: (key, name, data) for key, name, data in todo}.values())
+        for start in range(0, len(todo), 128):
+            chunk = todo[start : start + 128]
+            images = [self.model_image(read(data), name) for _, name, data in chunk]
+            for (key, _, _), pooled in zip(chunk, self.pooled_images(images), strict=True):
+                self._cache[key] = pooled
+            self.save()  # after each chunk: an interrupted extraction keeps what it did
+            if progress:
+                progress(f"  features {start + len(chunk)}/{len(todo)} ({self.classifier.preprocessing.name})")
+        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, FEATURE_CHANNELS), np.float32)
+
+    def save(self) -> None:
+        if self.cache_path is None:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(self._cache)
+        tmp = self.cache_path.with_suffix(".tmp.npz")
+        np.savez(tmp, sha256=np.array(keys), pooled=np.stack([self._cache[k] for k in keys]))
+        tmp.replace(self.cache_path)
+
+
+def served_classifier(
+    *, prepared_dir: Path, model_sha256: str, preprocessing_version: str, num_threads: int = 1
+) -> LiteRTClassifier:
+    """The prepared LiteRT conversion the worker serves for a ``.keras`` of ``model_sha256``.
+
+    ``prepared_dir`` is ``PNEUMO_MODEL_DIR``; ``prepare_models`` writes each conversion to
+    ``<sha256>-<preprocessing>/`` with a ``prepared.json`` naming its files and digests.
+    """
+    folder = prepared_dir / f"{model_sha256}-{preprocessing_version}"
+    record_path = folder / "prepared.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path} is missing: run `manage.py prepare_models` first")
+    record = json.loads(record_path.read_text())
+    tflite = folder / record["tflite"]
+    if hashlib.sha256(tflite.read_bytes()).hexdigest() != record["tflite_sha256"]:
+        raise ValueError(f"{tflite} differs from the sha256 in {record_path}")
+    # The heatmap scale is irrelevant here (only feature maps are read) but must be positive.
+    return LiteRTClassifier(
+        tflite, folder / record["head"], heatmap_scale=1.0, num_threads=num_threads, preprocessing=preprocessing_version
+    ).load()
+
+
+# --- Images that are not chest X-rays, and chest films transformed, for judging the checks ----------
+
+
+@dataclass(frozen=True)
+class Probe:
+    category: str
+    name: str
+    png: bytes  # encoded as an upload would be, decoded by the upload decoder before the model
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _blurred_noise(rng: np.random.Generator, size: tuple[int, int], sigma: float, channels: int) -> np.ndarray:
+    noise = rng.random((size[1], size[0], channels)).astype(np.float32)
+    image = Image.fromarray((noise * 255).astype(np.uint8).squeeze())
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32) / 255
+
+
+def _stretch(x: np.ndarray) -> np.ndarray:
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+    return (x * 255).astype(np.uint8)
+
+
+def noise_image(rng: np.random.Generator, *, kind: str, size: int = 256, colour: bool = False) -> Image.Image:
+    shape = (size, size, 3) if colour else (size, size)
+    values = rng.random(shape) * 255 if kind == "uniform" else rng.normal(128, 40, shape)
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
+def gradient_image(*, direction: str, size: int = 256) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
+    field = {
+        "horizontal": x,
+        "vertical": y,
+        "diagonal": (x + y) / 2,
+        "radial": 1 - np.hypot(x - 0.5, y - 0.5) / np.hypot(0.5, 0.5),
+    }[direction]
+    return Image.fromarray((field * 255).astype(np.uint8))
+
+
+def shapes_image(rng: np.random.Generator, *, size: int = 320, colour: bool = True) -> Image.Image:
+    background = tuple(int(v) for v in rng.integers(0, 256, 3)) if colour else (int(rng.integers(0, 256)),) * 3
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(4, 12))):
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3)) if colour else (int(rng.integers(0, 256)),) * 3
+        x0, y0 = (int(v) for v in rng.integers(0, size * 3 // 4, 2))
+        x1, y1 = x0 + int(rng.integers(20, size // 2)), y0 + int(rng.integers(20, size // 2))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif shape == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:
+            draw.polygon([tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(3)], fill=fill)
+    return image
+
+
+_WORDS = [
+    "patient",
+    "study",
+    "report",
+    "chest",
+    "radiograph",
+    "lungs",
+    "clear",
+    "heart",
+    "size",
+    "normal",
+    "no",
+    "effusion",
+    "pneumonia",
+    "findings",
+    "impression",
+    "signed",
+    "date",
+    "hospital",
+    "department",
+    "page",
+    "total",
+    "amount",
+    "invoice",
+    "item",
+    "quantity",
+    "price",
+    "the",
+    "of",
+    "and",
+]
+
+
+def _sentence(rng: np.random.Generator, n: int) -> str:
+    return " ".join(_WORDS[int(i)] for i in rng.integers(0, len(_WORDS), n))
+
+
+def text_image(rng: np.random.Generator, *, size: tuple[int, int] = (400, 300), font_size: int = 16) -> Image.Image:
+    """Lines of rendered text, black on white, with PIL's default font."""
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size)
+    for row, y in enumerate(range(8, size[1] - font_size, int(font_size * 1.5))):
+        draw.text((8, y), _sentence(rng, 8 + row % 3), fill=0, font=font)
+    return image
+
+
+def page_image(rng: np.random.Generator, *, size: tuple[int, int] = (600, 800), dark: bool = False) -> Image.Image:
+    """A document page: a heading, paragraphs, a table and a logo box (or a dark-mode screenshot)."""
+    paper, ink = (30, 230) if dark else (250, 20)
+    image = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(image)
+    heading, body = ImageFont.load_default(size=28), ImageFont.load_default(size=13)
+    draw.rectangle((40, 30, 120, 90), outline=ink, width=3)
+    draw.text((140, 40), _sentence(rng, 3).title(), fill=ink, font=heading)
+    y = 120
+    while y < size[1] - 200:
+        for _ in range(int(rng.integers(3, 7))):
+            draw.text((40, y), _sentence(rng, 11), fill=ink, font=body)
+            y += 18
+        y += 20
+    for row in range(5):
+        for column in range(4):
+            x0, y0 = 40 + column * 130, size[1] - 180 + row * 28
+            draw.rectangle((x0, y0, x0 + 130, y0 + 28), outline=ink)
+            draw.text((x0 + 6, y0 + 7), _sentence(rng, 1), fill=ink, font=body)
+    return image
+
+
+def photo_like_image(rng: np.random.Generator, *, size: int = 384, kind: str = "blobs") -> Image.Image:
+    """A procedural stand-in for a photograph: smooth colour blobs, or a landscape (sky, sun, hills)."""
+    if kind == "blobs":
+        field = _blurred_noise(rng, (size, size), sigma=size / 12, channels=3)
+        detail = _blurred_noise(rng, (size, size), sigma=1.5, channels=3)
+        return Image.fromarray(np.dstack([_stretch(field[..., c] + 0.08 * detail[..., c]) for c in range(3)]))
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    sky = np.dstack([90 + 80 * y, 140 + 60 * y, 230 - 30 * y])
+    horizon = 0.55 + 0.08 * np.sin(x * rng.uniform(4, 9) + rng.uniform(0, 6)) + 0.03 * np.sin(x * 23)
+    ground = np.dstack([40 + 60 * y, 110 + 50 * y, 30 + 20 * y])
+    texture = _blurred_noise(rng, (size, size), sigma=2.0, channels=1)[..., 0][..., None] * 50 - 25
+    image = np.where((y > horizon)[..., None], ground + texture, sky)
+    sun = np.hypot(x - rng.uniform(0.2, 0.8), y - 0.2) < 0.07
+    image[sun] = (255, 235, 150)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def synthetic_probes(seed: int = 7, per_kind: int = 4) -> list[Probe]:
+    """Images that are not chest X-rays, each as an upload's PNG bytes."""
+    rng = np.random.default_rng(seed)
+    probes: list[tuple[str, str, Image.Image]] = []
+    for i in range(per_kind):
+        probes += [
+            ("noise", f"uniform-grey-{i}", noise_image(rng, kind="uniform", size=224 + 96 * i)),
+            ("noise", f"uniform-colour-{i}", noise_image(rng, kind="uniform", colour=True)),
+            ("noise", f"gaussian-grey-{i}", noise_image(rng, kind="gaussian", size=224 + 96 * i)),
+            ("noise", f"gaussian-colour-{i}", noise_image(rng, kind="gaussian", colour=True)),
+            ("shapes", f"shapes-colour-{i}", shapes_image(rng)),
+            ("shapes", f"shapes-grey-{i}", shapes_image(rng, colour=False)),
+            ("text", f"text-{i}", text_image(rng, font_size=12 + 4 * i)),
+            ("page", f"page-{i}", page_image(rng)),
+            ("page", f"screenshot-dark-{i}", page_image(rng, size=(800, 500), dark=True)),
+            ("photo-like", f"blobs-{i}", photo_like_image(rng)),
+            ("photo-like", f"landscape-{i}", photo_like_image(rng, kind="landscape")),
+        ]
+    for direction in ("horizontal", "vertical", "diagonal", "radial"):
+        probes.append(("gradient", f"gradient-{direction}", gradient_image(direction=direction)))
+        probes.append(
+            ("gradient", f"gradient-{direction}-inverted", ImageOps.invert(gradient_image(direction=direction)))
+        )
+    for value in (0, 128, 255):
+        probes.append(("blank", f"blank-{value}", Image.new("L", (256, 256), value)))
+    return [Probe(category, name, _png(image)) for category, name, image in probes]
+
+
+TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "rotated-90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rotated-180": lambda im: im.transpose(Image.Transpose.ROTATE_180),
+    "rotated-270": lambda im: im.transpose(Image.Transpose.ROTATE_270),
+    "flipped-left-right": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "flipped-top-bottom": lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    "inverted": lambda im: ImageOps.invert(im),
+    "cropped-centre-50%": lambda im: im.crop((im.width // 4, im.height // 4, im.width * 3 // 4, im.height * 3 // 4)),
+    "cropped-top-left-50%": lambda im: im.crop((0, 0, im.width // 2, im.height // 2)),
+    "downscaled-to-32px": lambda im: im.resize((32, 32), Image.Resampling.BICUBIC),
+    "downscaled-to-96px": lambda im: im.resize((96, 96), Image.Resampling.BICUBIC),
+}
+
+
+def transformed_probes(films: list[tuple[str, bytes]], transforms: list[str] | None = None) -> list[Probe]:
+    """Chest films (name, file bytes) transformed, as grey PNG uploads."""
+    probes = []
+    for name, data in films:
+        with Image.open(io.BytesIO(data)) as opened:
+            film = opened.convert("L")
+        for transform in transforms or list(TRANSFORMS):
+            probes.append(Probe(transform, f"{name}:{transform}", _png(TRANSFORMS[transform](film))))
+    return probes
+
+
+# --- Fitting both checks of a version, and writing them -------------------------------------------
+
+VERSION_FILE, CHEST_FILE, RECORD_FILE = "domain.npz", "chest.npz", "domain.json"
+PERCENTILES = (50.0, 90.0, 95.0, 97.5, 99.0, 99.5, 100.0)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    chest_components: int = DEFAULT_COMPONENTS
+    # Two models of 128 components each keep the version file near 1 MB (float16).
+    version_components: int = 128
+    shrinkage: float = DEFAULT_SHRINKAGE
+    power: float = DEFAULT_POWER
+    relative: bool = True  # the version check scores relative to all chest films (its background)
+    version_inside: float = 0.975  # share of the version's validation images inside its check
+    chest_inside: float = 0.995  # share of each source's held-out chest films inside the chest check
+
+
+@dataclass(frozen=True)
+class FittedScope:
+    version: DomainCheck
+    chest: DomainCheck
+    record: dict
+
+
+def _summary(scores: np.ndarray, limit: float, samples: list[Sample]) -> dict:
+    return {
+        "n": len(scores),
+        "sha256_digest": samples_digest(samples),
+        "inside_share": round(float(np.mean(scores <= limit)), 4),
+        "percentiles": {f"p{p:g}": round(float(np.percentile(scores, p)), 4) for p in PERCENTILES},
+    }
+
+
+def scope_checks_fit(
+    *, features: dict[str, np.ndarray], split: ReferenceSplit, preprocessing_version: str, settings: FitSettings
+) -> FittedScope:
+    """The version check on the version's training images, the chest check on chest films of all ages.
+
+    ``features`` holds the pooled features of each part of ``split`` (same names). Limits are
+    chosen on held-out images only: the version's validation split, and for the chest check the
+    held-out films of each source (the highest of their ``chest_inside`` quantiles, so that
+    neither children nor adults lose more than ``1 - chest_inside`` of their films).
+    """
+    common = {"shrinkage": settings.shrinkage, "power": settings.power, "preprocessing_version": preprocessing_version}
+    chest_train = np.concatenate([features["kermany_train"], features["nih_train"]])
+    n_child, n_adult = len(features["kermany_train"]), len(features["nih_train"])
+    # Each source weighs half: otherwise 4,144 children would define "a chest X-ray" and 396 adults barely count.
+    weights = np.concatenate([np.full(n_child, 0.5 / n_child), np.full(n_adult, 0.5 / n_adult)])
+    chest = domain_check_fit(
+        chest_train, kind=CHEST_KIND, weights=weights, n_components=settings.chest_components, **common
+    )
+    held_out = {name: chest.scores(features[name]) for name in ("kermany_validation", "nih_validation")}
+    chest = check_with_limit(chest, max(limit_for(s, inside=settings.chest_inside) for s in held_out.values()))
+    version = domain_check_fit(
+        features["kermany_train"], kind=VERSION_KIND, n_components=settings.version_components, **common
+    )
+    if settings.relative:
+        background = domain_check_fit(
+            chest_train, kind=CHEST_KIND, weights=weights, n_components=settings.version_components, **common
+        )
+        version = dataclasses.replace(version, background=background)
+    version = check_with_limit(
+        version, limit_for(version.scores(features["kermany_validation"]), inside=settings.version_inside)
+    )
+    fit = dataclasses.asdict(settings)
+    record = {
+        "version": {
+            "file": VERSION_FILE,
+            "kind": VERSION_KIND,
+            "score": "relative Mahalanobis distance: d2(version training images) - d2(chest films of all ages)"
+            if settings.relative
+            else "Mahalanobis distance from the version's training images",
+            "n_fitted": version.n_fitted,
+            "limit": round(version.limit, 6),
+            "limit_rule": f"{settings.version_inside:.1%} quantile of the version's validation split",
+            "fit": fit,
+            "fitted_on": {"kermany_train": split_parts_summary(split.kermany_train)}
+            | ({"background": "the chest check's images, each source half"} if settings.relative else {}),
+            "scores": {
+                name: _summary(version.scores(features[name]), version.limit, getattr(split, name))
+                for name in ("kermany_validation", "nih_validation")
+            },
+        },
+        "chest": {
+            "file": CHEST_FILE,
+            "kind": CHEST_KIND,
+            "score": "Mahalanobis distance (probabilistic PCA) from chest films of all ages",
+            "n_fitted": chest.n_fitted,
+            "limit": round(chest.limit, 6),
+            "limit_rule": f"highest {settings.chest_inside:.1%} quantile of the held-out films of each source",
+            "fit": {**fit, "weights": "each source half"},
+            "fitted_on": {
+                "kermany_train": split_parts_summary(split.kermany_train),
+                "nih_train": split_parts_summary(split.nih_train),
+            },
+            "scores": {name: _summary(scores, chest.limit, getattr(split, name)) for name, scores in held_out.items()},
+        },
+    }
+    return FittedScope(version=version, chest=chest, record=record)
+
+
+def split_parts_summary(samples: list[Sample]) -> dict:
+    return {"n": len(samples), "sha256_digest": samples_digest(samples)}
+
+
+def scope_checks_write(fitted: FittedScope, out: Path, *, about: dict) -> dict:
+    """Write ``domain.npz``, ``chest.npz`` and ``domain.json`` (their sha256 and how they were made)."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**about, **fitted.record}
+    record["version"] = {**record["version"], "sha256": domain_check_save(fitted.version, out / VERSION_FILE)}
+    record["chest"] = {**record["chest"], "sha256": domain_check_save(fitted.chest, out / CHEST_FILE)}
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def served_classifier_for_record(*, prepared_dir: Path, record: dict, num_threads: int = 1) -> LiteRTClassifier:
+    """The prepared conversion whose model file has the ``served_model_sha256`` a ``domain.json`` names."""
+    for prepared in sorted(prepared_dir.glob("*/prepared.json")):
+        data = json.loads(prepared.read_text())
+        if data.get("tflite_sha256") == record["served_model_sha256"]:
+            model_sha256, _, preprocessing = prepared.parent.name.partition("-")
+            return served_classifier(
+                prepared_dir=prepared_dir,
+                model_sha256=model_sha256,
+                preprocessing_version=preprocessing,
+                num_threads=num_threads,
+            )
+    raise FileNotFoundError(f"no prepared model in {prepared_dir} has sha256 {record['served_model_sha256']}")

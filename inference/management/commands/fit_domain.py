@@ -1,0 +1,122 @@
+"""Fit a model version's scope checks (``domain.npz``, ``chest.npz``, ``domain.json``) from the data folder.
+
+    DEBUG=1 .venv/bin/python manage.py fit_domain pneumo-xception224-cal-v2 --data ../shared/data
+    DEBUG=1 .venv/bin/python manage.py fit_domain pneumonia-xception-pkg-0.3.0 --data ../shared/data
+
+Features come from the prepared LiteRT conversion the worker serves (run ``prepare_models``
+first) and are cached under ``var/domain-cache/``; the fitting is ``inference.domain_fitting``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from inference import domain_fitting as fitting
+from inference.classifier import PACKAGED_MODEL_SHA256, PREPROCESSING_VERSION
+from inference.registry import PACKAGED_MODEL_NAME, shipped_models_dir
+
+# The packaged model's head was trained on all of kermany-224/train; its version check uses the
+# split of the shipped version trained on the same images, so both are judged on the same films.
+PACKAGED_SPLIT_FROM = "pneumo-xception224-cal-v2"
+
+
+class Command(BaseCommand):
+    help = "Fit the chest check and the version check of a model version and write them to models/<name>/."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="the model version (a folder under models/, or the packaged model)")
+        parser.add_argument("--data", type=Path, default=Path(settings.BASE_DIR).parent / "shared" / "data")
+        parser.add_argument("--out", type=Path, default=None, help="default models/<name>/")
+        parser.add_argument("--cache", type=Path, default=Path(settings.BASE_DIR) / "var" / "domain-cache")
+        parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for feature extraction")
+        parser.add_argument("--seed", type=int, default=1, help="seed of the NIH patient split")
+        parser.add_argument("--nih-held-out", type=float, default=0.3, help="share of NIH images held out")
+        parser.add_argument("--chest-components", type=int, default=fitting.FitSettings.chest_components)
+        parser.add_argument("--version-components", type=int, default=fitting.FitSettings.version_components)
+        parser.add_argument(
+            "--absolute", action="store_true", help="version check without the all-ages chest background"
+        )
+        parser.add_argument("--shrinkage", type=float, default=fitting.DEFAULT_SHRINKAGE)
+        parser.add_argument("--power", type=float, default=fitting.DEFAULT_POWER)
+        parser.add_argument("--version-inside", type=float, default=0.975)
+        parser.add_argument("--chest-inside", type=float, default=0.995)
+
+    def handle(self, *args, **options) -> None:
+        name = options["name"]
+        model_sha256, preprocessing, manifest = self._version(name)
+        started = time.perf_counter()
+        split = fitting.reference_split(
+            options["data"],
+            validation_paths=manifest["split"]["validation_paths"],
+            nih_held_out=options["nih_held_out"],
+            seed=options["seed"],
+        )
+        for part in ("train", "validation"):
+            got = fitting.samples_digest(getattr(split, f"kermany_{part}"))
+            if got != manifest["split"][f"{part}_sha256_digest"]:
+                raise CommandError(f"{options['data']} does not hold the {part} images the split recorded")
+        try:
+            classifier = fitting.served_classifier(
+                prepared_dir=Path(settings.PNEUMO_MODEL_DIR),
+                model_sha256=model_sha256,
+                preprocessing_version=preprocessing,
+                num_threads=options["threads"],
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        extractor = fitting.FeatureExtractor(
+            classifier,
+            cache_dir=options["cache"],
+            max_bytes=settings.PNEUMO_MAX_UPLOAD_BYTES,
+            max_pixels=settings.PNEUMO_MAX_PIXELS,
+        )
+        features = {
+            part: extractor.pooled_files(getattr(split, part), progress=self.stdout.write)
+            for part in ("kermany_train", "kermany_validation", "nih_train", "nih_validation")
+        }
+        fit = fitting.FitSettings(
+            chest_components=options["chest_components"],
+            version_components=options["version_components"],
+            relative=not options["absolute"],
+            shrinkage=options["shrinkage"],
+            power=options["power"],
+            version_inside=options["version_inside"],
+            chest_inside=options["chest_inside"],
+        )
+        fitted = fitting.scope_checks_fit(
+            features=features, split=split, preprocessing_version=preprocessing, settings=fit
+        )
+        out = options["out"] or shipped_models_dir() / name
+        about = {
+            "what": f"scope checks of model version {name}: inference.domain.DomainCheck files, see docs/model-card.md",
+            "model": name,
+            "preprocessing_version": preprocessing,
+            "served_model_sha256": extractor.served_sha256,
+            "split_from": manifest.get("name", name),
+            "nih_split": {"by": "patient_id", "seed": options["seed"], "held_out": options["nih_held_out"]},
+            "command": "manage.py fit_domain " + shlex.join(sys.argv[2:]),
+        }
+        record = fitting.scope_checks_write(fitted, out, about=about)
+        for kind in ("chest", "version"):
+            entry = record[kind]
+            shares = ", ".join(f"{k} {v['inside_share']:.1%} inside" for k, v in entry["scores"].items())
+            self.stdout.write(f"{kind} check: limit {entry['limit']:.3f}, {entry['n_fitted']} fitted; {shares}")
+        self.stdout.write(self.style.SUCCESS(f"wrote {out} in {time.perf_counter() - started:.0f} s"))
+
+    def _version(self, name: str) -> tuple[str, str, dict]:
+        """(sha256 of the version's ``.keras``, its preprocessing, the manifest holding its split)."""
+        if name == PACKAGED_MODEL_NAME:
+            split_manifest = shipped_models_dir() / PACKAGED_SPLIT_FROM / "manifest.json"
+            return PACKAGED_MODEL_SHA256, PREPROCESSING_VERSION, json.loads(split_manifest.read_text())
+        path = shipped_models_dir() / name / "manifest.json"
+        if not path.is_file():
+            raise CommandError(f"{path} is missing: {name} is neither a shipped version nor {PACKAGED_MODEL_NAME}")
+        manifest = json.loads(path.read_text())
+        return manifest["rebuilt_keras_sha256"], manifest["preprocessing_version"], manifest
