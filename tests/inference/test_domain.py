@@ -6,6 +6,7 @@ served models and the shipped check files.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -250,3 +251,17 @@ def test_it_never_finds_a_rotated_chest_film_in_domain(scope, rotations) -> None
     domains = _domains(scope, [(f"rotated-{i}.png", _png(image)) for i, image in enumerate(rotated)])
 
     assert IN_DOMAIN not in domains, domains
+
+
+def test_it_scores_relative_to_a_background_and_keeps_it_through_the_file(tmp_path: Path) -> None:
+    background = _fitted(CHEST)
+    own = domain_check_fit(
+        _reference(1, centre=1.3), kind=VERSION, preprocessing_version=background.preprocessing_version
+    )
+    check = check_with_limit(dataclasses.replace(own, background=background), 0.0)
+    like_own, like_background = _reference(1, n=20, centre=1.3), _reference(1, n=20)
+
+    loaded = domain_check_load(tmp_path / "domain.npz", sha256=domain_check_save(check, tmp_path / "domain.npz"))
+
+    assert loaded.background is not None and loaded.background.n_fitted == 300
+    assert loaded.scores(like_own).max() < 0 < loaded.scores(like_background).min()
