@@ -74,8 +74,11 @@ def _publish(*, site_id: int, event: str, payload: dict[str, Any]) -> None:
 
 
 def study_flagged_notice_queue(*, study: Study) -> bool:
-    """What the webhook promises: a notice when the AI flags a stat or urgent study."""
-    if study.priority not in ALERT_PRIORITIES or not study.site.alert_webhook_url:
+    """What the webhook promises: a notice when the AI flags a stat or urgent study.
+
+    Only a result that counts flags a study (``inference.display``): a muted one never sends a notice.
+    """
+    if not study.ai_flagged or study.priority not in ALERT_PRIORITIES or not study.site.alert_webhook_url:
         return False
     payload = {
         "study_id": study.pk,

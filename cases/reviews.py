@@ -19,6 +19,7 @@ from cases.models import Agreement, FileState, Finding, OverruleReason, Review, 
 from cases.selectors import studies_for_user, user_can_read_worklist, user_can_review, user_is_admin
 from cases.services import study_transition
 from cases.states import StudyStatus
+from inference.display import study_is_muted
 from inference.models import AiLabel
 
 S = StudyStatus
@@ -144,9 +145,9 @@ def ai_label_of(study: Study) -> str:
     return AiLabel.PNEUMONIA if study.ai_flagged else AiLabel.NORMAL
 
 
-def agreement_of(finding: str, ai_label: str) -> str:
+def agreement_of(finding: str, ai_label: str, *, muted: bool = False) -> str:
     if not ai_label:
-        return Agreement.NO_AI
+        return Agreement.NOT_VALIDATED if muted else Agreement.NO_AI
     if finding == Finding.INDETERMINATE:
         return Agreement.INDETERMINATE
     agrees = (finding == Finding.PNEUMONIA) == (ai_label == AiLabel.PNEUMONIA)
@@ -173,15 +174,17 @@ def _files_intact(study: Study) -> None:
 def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> Review:
     from inference.registry import active_model_version
 
-    ai_label = ai_label_of(study)
-    agreement = agreement_of(reading.finding, ai_label)
+    ai_label, muted = ai_label_of(study), study_is_muted(study)
+    agreement = agreement_of(reading.finding, ai_label, muted=muted)
+    # A muted result keeps its probability and domain on the review, as the reader saw them.
     return Review.objects.create(
         study=study,
         radiologist=user,
         finding=reading.finding,
         ai_label=ai_label,
-        ai_probability=study.ai_probability,
-        model_version=active_model_version() if ai_label else None,
+        ai_probability=study.ai_muted_probability if muted else study.ai_probability,
+        ai_domain=study.ai_domain if ai_label or muted else None,
+        model_version=active_model_version() if ai_label or muted else None,
         agreement=agreement,
         reason=_validate(reading, agreement),
         report_text=reading.report.strip(),

@@ -3,7 +3,11 @@
 Everything is restricted to the user's sites (admins: all). Agreement uses the
 latest signed version of each study's review, signed in the period, with the
 radiologist's finding as the reference: an "indeterminate" finding is left out
-of the confusion matrix and counted on its own.
+of the confusion matrix and counted on its own, and a reading over a muted AI
+result (``not_validated``: the AI did not apply to the image) is left out of the
+agreement altogether and counted apart. The share of images outside the domain,
+per day and site, is an early sign that a site sends images the model was not
+made for.
 """
 
 from __future__ import annotations
@@ -12,15 +16,15 @@ import math
 from collections import Counter
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from cases.models import Finding, OverruleReason, Review, Study, User
+from cases.models import Agreement, Finding, OverruleReason, Review, Study, User
 from cases.selectors import studies_for_user
 from cases.states import StudyStatus
 from inference.broker import queue_length
-from inference.models import AiLabel, ModelVersion
+from inference.models import AiDomain, AiLabel, ModelVersion, Prediction, PredictionStatus
 
 MAX_DAYS = 366
 S = StudyStatus
@@ -42,6 +46,7 @@ def dashboard_stats(*, user: User, days: int = 30) -> dict:
             "ai_to_signature": _durations(studies.filter(reported_at__gte=since), "ai_completed_at", "reported_at"),
         },
         **_agreement_all(studies, since),
+        "outside_domain_by_day": outside_domain_by_day(studies, since),
     }
 
 
@@ -103,10 +108,12 @@ def latest_reviews(studies: QuerySet[Study], since: datetime) -> QuerySet[Review
 def _agreement_all(studies: QuerySet[Study], since: datetime) -> dict:
     rows = list(
         latest_reviews(studies, since)
-        .values("model_version_id", "ai_label", "finding", "reason")
+        .values("model_version_id", "ai_label", "finding", "reason", "agreement")
         .annotate(n=Count("pk"))
         .order_by()
     )
+    not_validated = [r for r in rows if r["agreement"] == Agreement.NOT_VALIDATED]
+    rows = [r for r in rows if r["agreement"] != Agreement.NOT_VALIDATED]
     with_ai = [r for r in rows if r["model_version_id"] is not None and r["ai_label"]]
     versions = ModelVersion.objects.in_bulk({r["model_version_id"] for r in with_ai})
     per_version = [
@@ -114,7 +121,11 @@ def _agreement_all(studies: QuerySet[Study], since: datetime) -> dict:
         for version in sorted(versions.values(), key=lambda v: (not v.is_active, v.name))
     ]
     no_ai = sum(r["n"] for r in rows) - sum(r["n"] for r in with_ai)
-    return {"agreement": per_version, "reviews_without_ai": no_ai}
+    return {
+        "agreement": per_version,
+        "reviews_without_ai": no_ai,
+        "reviews_not_validated": sum(r["n"] for r in not_validated),
+    }
 
 
 def agreement_figures(version: ModelVersion, rows: list[dict]) -> dict:
@@ -167,6 +178,43 @@ def cohens_kappa(*, tp: int, fp: int, fn: int, tn: int) -> float | None:
     observed = (tp + tn) / total
     expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / total**2
     return None if expected == 1 else (observed - expected) / (1 - expected)
+
+
+# --- Scope: images outside the domain ----------------------------------------------------
+
+
+def outside_domain_by_day(studies: QuerySet[Study], since: datetime) -> list[dict]:
+    """Per day (the AI's finishing day) and site: images checked, those outside the domain, and their share.
+
+    An image counts once a day whatever the number of model versions that read it; it is outside when a
+    check found it unlike the version's validation images or no chest X-ray at all. Days and sites
+    without a checked image are left out; images predicted before the check existed are not counted.
+    """
+    checked = Prediction.objects.filter(
+        image__study__in=studies.values("pk"),
+        status=PredictionStatus.SUCCEEDED,
+        domain__isnull=False,
+        finished_at__gte=since,
+    )
+    rows = (
+        checked.annotate(day=TruncDate("finished_at"))
+        .values("day", "image__site__code")
+        .annotate(
+            n=Count("image", distinct=True),
+            outside=Count("image", distinct=True, filter=~Q(domain=AiDomain.IN_DOMAIN)),
+        )
+        .order_by("day", "image__site__code")
+    )
+    return [
+        {
+            "date": row["day"].isoformat(),
+            "site": row["image__site__code"],
+            "n": row["n"],
+            "outside_domain": row["outside"],
+            "share": row["outside"] / row["n"],
+        }
+        for row in rows
+    ]
 
 
 # --- Charts (presentation data for the inline SVG) --------------------------------------

@@ -25,7 +25,7 @@ from cases import pictures, reviews, selectors
 from cases.audit import audit_record
 from cases.edges import drawn, heatmap_viewed, image_viewed, no_store, png_response, review_error_status
 from cases.imaging.age import age_statement
-from cases.models import Finding, Image, OverruleReason, Priority, Review, Study, User
+from cases.models import Finding, Image, OverruleReason, Priority, Review, Site, Study, User
 from cases.reviews import ReadingInput, ReviewError
 from cases.states import REVIEWABLE, StudyStatus
 from cases.stats import daily_chart, dashboard_stats
@@ -42,6 +42,7 @@ from cases.worklist import (
     worklist_for_user,
     worklist_row,
 )
+from inference.display import domain_label, prediction_shown, study_is_muted
 from inference.models import Prediction, PredictionStatus
 from inference.registry import active_model_version
 from inference.selectors import prediction_has_heatmap, predictions_current_by_image
@@ -256,7 +257,7 @@ def _study_context(
 ) -> dict:
     user = request.user
     predictions = predictions_current_by_image(study=study)
-    images = [_image_item(image, predictions.get(image.pk)) for image in study.images.all()]
+    images = [_image_item(image, predictions.get(image.pk), site=study.site) for image in study.images.all()]
     history = list(selectors.reviews_for_study(study=study))
     can_review = selectors.user_can_review(user=user)
     mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
@@ -272,6 +273,7 @@ def _study_context(
         "latest": history[-1] if history else None,
         "priors": _priors(request, study),
         "ai_label": reviews.ai_label_of(study),
+        "ai_muted": study_is_muted(study),
         "active_model": active_model_version(),
         "can_review": can_review,
         "claimed_by_me": mine,
@@ -292,11 +294,15 @@ def _study_context(
     }
 
 
-def _image_item(image: Image, prediction: Prediction | None) -> dict:
+def _image_item(image: Image, prediction: Prediction | None, *, site: Site) -> dict:
+    shown = prediction_shown(prediction, site=site)
     return {
         "image": image,
         "prediction": prediction,
-        "has_heatmap": prediction_has_heatmap(prediction),
+        "shown": shown,
+        "domain_label": domain_label(prediction.domain if prediction else None),
+        # A result that does not count gets no heatmap on the pages: nothing hot to look at.
+        "has_heatmap": shown.counts and prediction_has_heatmap(prediction),
         "age": age_statement(image.patient_age_years, image.patient_age_source, image.patient_age_reason),
     }
 

@@ -5,6 +5,11 @@ AI-flagged studies by probability, highest first, then everything else by
 how long it has waited. A page costs the same few queries at any size: the
 study, its patient, site and reader come by join, and the outside-validated-use
 note of the active model's predictions by a correlated subquery.
+
+A muted AI result (``inference.display``) never flags, ranks or alerts: the
+study's ``ai_probability`` and ``ai_flagged`` come from results that count
+only, so the order, the lane counts and the alerts follow from them; a row
+shows a muted result greyed, with why.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from django.utils import timezone
 from cases.models import Patient, Priority, Study, User
 from cases.selectors import studies_for_user
 from cases.states import REVIEWABLE, StudyStatus
+from inference.display import MUTED, NO_RESULT, NONE, RESULT, WITHHELD, AiShown, domain_label, study_shown
 from inference.models import Prediction
 
 PAGE_SIZES = (10, 25, 50, 100)
@@ -185,7 +191,7 @@ class WorklistRow:
     study: Study
     age_years: int | None
     waiting_seconds: int
-    ai_state: str  # flagged | not_flagged | no_ai
+    ai_state: str  # flagged | not_flagged | muted | withheld | no_result | no_ai
     ai_note: str
 
     @property
@@ -197,6 +203,20 @@ class WorklistRow:
         p = self.study.ai_probability
         return None if p is None else round(p * 100)
 
+    @property
+    def muted_percent(self) -> int | None:
+        """A muted result's probability, shown greyed; None unless the row shows one."""
+        p = self.study.ai_muted_probability
+        return None if p is None or self.ai_state != MUTED else round(p * 100)
+
+    @property
+    def ai_domain(self) -> str | None:
+        return self.study.ai_domain
+
+    @property
+    def domain_label(self) -> str:
+        return domain_label(self.study.ai_domain)
+
 
 def rows_fingerprint(rows: list[WorklistRow]) -> str:
     """Changes whenever anything a row shows changes, its waiting time included."""
@@ -207,6 +227,9 @@ def rows_fingerprint(rows: list[WorklistRow]) -> str:
             r.study.claimed_by_id,
             r.study.ai_probability,
             r.study.ai_flagged,
+            r.study.ai_muted_probability,
+            r.study.ai_domain,
+            r.ai_state,
             r.study.priority,
             r.study.updated_at.isoformat(),
             r.waiting,
@@ -223,11 +246,16 @@ def _outside_use_note(study: Study) -> str:
     return getattr(study, "ai_outside_use_reason", "") or "Outside the model's validated use."
 
 
+def _ai_state(study: Study, shown: AiShown) -> tuple[str, str]:
+    if shown.kind == RESULT:
+        return ("flagged" if study.ai_flagged else "not_flagged"), _outside_use_note(study)
+    if shown.kind == NONE:
+        return "no_ai", study.status_reason or "No AI result."
+    return {MUTED: "muted", WITHHELD: "withheld", NO_RESULT: "no_result"}[shown.kind], shown.message
+
+
 def worklist_row(study: Study, *, now: datetime) -> WorklistRow:
-    if study.ai_probability is None:
-        state, note = "no_ai", study.status_reason or "No AI result."
-    else:
-        state, note = ("flagged" if study.ai_flagged else "not_flagged"), _outside_use_note(study)
+    state, note = _ai_state(study, study_shown(study, caveat=getattr(study, "ai_outside_use_reason", "") or ""))
     on = study.study_date or timezone.localdate(study.received_at)
     waited = max(int((now - study.received_at).total_seconds()), 0)
     return WorklistRow(study, age_in_years(study.patient, on), waited, state, note)

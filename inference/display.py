@@ -146,6 +146,11 @@ def predictions_summary(predictions: Iterable[Prediction]) -> AiSummary:
     )
 
 
+def study_is_muted(study: Study) -> bool:
+    """The study's only results are muted: no probability counts, and a reading has nothing to agree with."""
+    return study.ai_probability is None and study.ai_muted_probability is not None
+
+
 def study_shown(study: Study, *, caveat: str = "") -> AiShown:
     """How a study's row shows its AI, from its stored summary (``caveat``: an outside-use reason, if known)."""
     if study.ai_probability is not None:

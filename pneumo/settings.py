@@ -334,7 +334,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"StudyStatusEnum": "cases.states.StudyStatus", "AiLabelEnum": "inference.models.AiLabel"},
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "cases.states.StudyStatus",
+        "AiLabelEnum": "inference.models.AiLabel",
+        "AiDomainEnum": "inference.models.AiDomain",
+    },
 }
 
 # Error reports (DEBUG's 500 page, admins' error e-mails) hide connection strings too, not only secrets.

@@ -30,7 +30,8 @@ from cases.models import (
 )
 from cases.selectors import MAX_ID, user_is_admin
 from cases.states import StudyStatus
-from inference.models import AiLabel, ModelVersion, Prediction
+from inference.display import prediction_is_muted, study_is_muted
+from inference.models import AiDomain, AiLabel, ModelVersion, Prediction
 
 AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
 UNCONFIRMED = "unconfirmed"
@@ -170,6 +171,16 @@ class ModelVersionSummarySerializer(serializers.ModelSerializer):
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = ModelVersionSummarySerializer(read_only=True)
     label = serializers.ChoiceField(choices=AiLabel.choices, allow_blank=True, read_only=True)
+    domain = serializers.ChoiceField(
+        choices=AiDomain.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="Whether the model applies to the image, from its pixels; null: not checked (made before the check)."
+        " outside_domain: the probability is muted (never a flag); not_chest_xray: no probability or label",
+    )
+    ai_muted = serializers.SerializerMethodField(
+        help_text="True when the result does not count (outside the domain or the validated use): never a flag"
+    )
     ai_result_confirmed = serializers.SerializerMethodField(
         help_text="False until a radiologist signed the study and agreed with the AI"
     )
@@ -188,6 +199,11 @@ class PredictionSerializer(serializers.ModelSerializer):
             "threshold",
             "outside_validated_use",
             "outside_validated_use_reason",
+            "domain",
+            "domain_score",
+            "domain_limit",
+            "domain_reason",
+            "ai_muted",
             "error",
             "attempts",
             "queue_wait_ms",
@@ -203,6 +219,9 @@ class PredictionSerializer(serializers.ModelSerializer):
             "ai_result_review",
         ]
         read_only_fields = fields
+
+    def get_ai_muted(self, prediction: Prediction) -> bool:
+        return prediction_is_muted(prediction)
 
     def get_ai_result_confirmed(self, prediction: Prediction) -> bool:
         return ai_review_of(prediction.image.study) == Agreement.AGREE
@@ -251,6 +270,7 @@ class ImageSerializer(serializers.ModelSerializer):
 class ReviewSerializer(serializers.ModelSerializer):
     reason = serializers.ChoiceField(choices=OverruleReason.choices, allow_blank=True, read_only=True)
     ai_label = serializers.ChoiceField(choices=AiLabel.choices, allow_blank=True, read_only=True)
+    ai_domain = serializers.ChoiceField(choices=AiDomain.choices, allow_null=True, read_only=True)
     radiologist = serializers.CharField(source="radiologist.signature_name", read_only=True)
     model_version = ModelVersionSummarySerializer(read_only=True, allow_null=True)
     report = serializers.CharField(source="report_text", read_only=True)
@@ -269,6 +289,7 @@ class ReviewSerializer(serializers.ModelSerializer):
             "radiologist",
             "ai_label",
             "ai_probability",
+            "ai_domain",
             "model_version",
             "amendment_reason",
             "supersedes",
@@ -290,6 +311,15 @@ class StudySerializer(serializers.ModelSerializer):
         help_text="'unconfirmed' until signed, then the signed reading's agreement with the AI"
     )
     ai_notice = serializers.SerializerMethodField()
+    ai_domain = serializers.ChoiceField(
+        choices=AiDomain.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="The domain of the AI result the study shows; null: not checked, or no result",
+    )
+    ai_muted = serializers.SerializerMethodField(
+        help_text="True when the study's only AI results are muted: ai_probability is then null, never a flag"
+    )
 
     class Meta:
         model = Study
@@ -308,6 +338,8 @@ class StudySerializer(serializers.ModelSerializer):
             "reported_at",
             "ai_probability",
             "ai_flagged",
+            "ai_domain",
+            "ai_muted",
             "ai_result_confirmed",
             "ai_result_review",
             "ai_notice",
@@ -338,6 +370,9 @@ class StudySerializer(serializers.ModelSerializer):
 
     def get_ai_notice(self, study: Study) -> str:
         return AI_NOTICE
+
+    def get_ai_muted(self, study: Study) -> bool:
+        return study_is_muted(study)
 
 
 class WorklistStudySerializer(StudySerializer):
@@ -624,6 +659,14 @@ class AgreementSerializer(serializers.Serializer):
     overrule_reasons = serializers.DictField(child=serializers.IntegerField())
 
 
+class OutsideDomainDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    site = serializers.CharField(help_text="Site code")
+    n = serializers.IntegerField(help_text="Images whose scope was checked that day")
+    outside_domain = serializers.IntegerField(help_text="Those outside the domain or not a chest X-ray")
+    share = serializers.FloatField()
+
+
 class DayCountSerializer(serializers.Serializer):
     date = serializers.DateField()
     count = serializers.IntegerField()
@@ -661,6 +704,10 @@ class StatsSerializer(serializers.Serializer):
     turnaround = TurnaroundSerializer()
     agreement = AgreementSerializer(many=True)
     reviews_without_ai = serializers.IntegerField()
+    reviews_not_validated = serializers.IntegerField(
+        help_text="Signed readings over a muted AI result (not_validated): left out of the agreement"
+    )
+    outside_domain_by_day = OutsideDomainDaySerializer(many=True)
 
 
 class StatsParamsSerializer(serializers.Serializer):

@@ -34,7 +34,8 @@
       if (!disagrees) reason.value = "";
       hint.classList.toggle("disagree", Boolean(disagrees));
       hint.classList.toggle("agree", Boolean(ai && finding && !disagrees && finding !== "indeterminate"));
-      if (!ai) hint.textContent = "No AI result to compare with.";
+      if (!ai && form.dataset.aiMuted) hint.textContent = "AI not validated for this image: your finding is not compared with it.";
+      else if (!ai) hint.textContent = "No AI result to compare with.";
       else if (!finding) hint.textContent = "AI suggests " + aiText + " (unconfirmed).";
       else if (finding === "indeterminate") hint.textContent = "Indeterminate: not counted as agreeing or overruling the AI.";
       else if (disagrees) hint.textContent = "Your finding overrules the AI (" + aiText + "): give a reason.";

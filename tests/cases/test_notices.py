@@ -172,6 +172,28 @@ def test_it_sends_nothing_for_a_routine_or_unflagged_study(
     assert receiver.received == []
 
 
+@pytest.mark.parametrize(
+    ("domain", "reason"),
+    [
+        ("outside_domain", ""),
+        ("in_domain", "Patient is 58 years old, outside the validated ages of 1 to 5 years"),
+        ("not_chest_xray", ""),
+    ],
+)
+def test_it_sends_nothing_for_a_stat_study_whose_result_is_muted(
+    alerting_site, receiver, ai_result, eager_tasks, django_capture_on_commit_callbacks, domain, reason
+) -> None:
+    study = ai_result(alerting_site, priority="stat", probability=0.99)
+    Prediction.objects.filter(image__study=study).update(
+        domain=domain, outside_validated_use=bool(reason), outside_validated_use_reason=reason
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_ai_refresh(study_id=study.pk)
+
+    assert study.ai_flagged is False and receiver.received == []
+
+
 def test_it_sends_one_notice_for_a_study_that_stays_flagged(
     alerting_site, receiver, ai_result, eager_tasks, django_capture_on_commit_callbacks
 ) -> None:
