@@ -1,4 +1,4 @@
-"""End-to-end speed of the whole site, started the way `make run` starts it (gunicorn, Celery, Redis).
+"""End-to-end speed of the whole site, started the way `make run` starts it (waitress, Celery, Redis).
 
     .venv/bin/python bench/e2e.py [--runs 50] [--load-studies 120] [--parts cold,throughput]
 

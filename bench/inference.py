@@ -128,12 +128,32 @@ def worker(args: argparse.Namespace) -> None:
         BATCH,
     )
     result.update(rss_mb())
+    result.update(scope_check_cost(Path(args.checks), classifier, images, args.runs) if args.checks else {})
     print(json.dumps(result))
 
 
-def run_worker(tflite: Path, head: Path, scale: float, threads: int, runs: int, preprocessing: str) -> dict[str, float]:
+def scope_check_cost(checks_dir: Path, classifier: object, images: list, runs: int) -> dict[str, float]:
+    """Milliseconds per image of the scope checks on the pooled features the prediction already has."""
+    from inference.domain import domain_assess, domain_check_load
+
+    files = json.loads((checks_dir / "domain.json").read_text())
+    chest, version = (
+        domain_check_load(checks_dir / files[kind]["file"], sha256=files[kind]["sha256"])
+        for kind in ("chest", "version")
+    )
+    pooled = [classifier.predict(image, heatmap=False).pooled_features for image in images]
+
+    def assess(i: int) -> None:
+        domain_assess(pooled[i % len(pooled)], chest=chest, version=version)
+
+    return {"scope_check_ms": median_ms(assess, runs, 1)}
+
+
+def run_worker(
+    tflite: Path, head: Path, scale: float, threads: int, runs: int, preprocessing: str, checks: Path | None
+) -> dict[str, float]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tflite", str(tflite)]
-    command += ["--preprocessing", preprocessing]
+    command += ["--preprocessing", preprocessing] + (["--checks", str(checks)] if checks else [])
     command += ["--head", str(head), "--scale", str(scale), "--threads", str(threads), "--runs", str(runs)]
     command += ["--t0", repr(time.time())]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
@@ -257,6 +277,11 @@ def report(base: dict[str, float], workers: list[dict[str, float]]) -> None:
             f"   goal < {GOAL_WORKER_RSS_MB:.0f} MB  {verdict(w['peak_rss_batch1_mb'] < GOAL_WORKER_RSS_MB)}"
         )
         print(f"  peak RSS after batches of 16 {w['peak_rss_mb']:7.0f} MB (not a worker's load)")
+        if "scope_check_ms" in w:
+            print(
+                f"  scope checks (chest + version) {w['scope_check_ms']:6.3f} ms per image, on the pooled features"
+                " of the same forward pass"
+            )
 
 
 def rebuild_shipped(model_dir: Path, out_dir: Path) -> Path:
@@ -266,7 +291,15 @@ def rebuild_shipped(model_dir: Path, out_dir: Path) -> Path:
     manifest = shipped_model.shipped_verify(model_dir, packaged_model_path())
     weights = model_dir / manifest["weights"]["file"]
     print(f"model: {manifest['name']} ({manifest['preprocessing_version']}, {manifest['input_size']} px)")
-    return shipped_model.model_rebuild(packaged_model_path(), weights, out_dir / "shipped.keras", manifest["input_size"])
+    return shipped_model.model_rebuild(
+        packaged_model_path(), weights, out_dir / "shipped.keras", manifest["input_size"]
+    )
+
+
+def scope_checks_dir(shipped: Path | None) -> Path | None:
+    """The shipped version's scope checks, or the packaged model's (models/pneumonia-xception-pkg-0.3.0)."""
+    folder = shipped if shipped is not None else REPO_ROOT / "models" / "pneumonia-xception-pkg-0.3.0"
+    return folder if (folder / "domain.json").is_file() else None
 
 
 def main() -> None:
@@ -282,6 +315,7 @@ def main() -> None:
     parser.add_argument("--head", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--preprocessing", help=argparse.SUPPRESS)
+    parser.add_argument("--checks", help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -296,7 +330,10 @@ def main() -> None:
             args.model = rebuild_shipped(args.shipped, Path(out_dir))
         base, tflite, head, scale, preprocessing = baseline(args.model, Path(out_dir), args.runs)
         # Workers run after the baseline, one at a time, so they never compete for the CPUs.
-        workers = [run_worker(tflite, head, scale, threads, args.runs, preprocessing) for threads in args.threads]
+        checks = scope_checks_dir(args.shipped)
+        workers = [
+            run_worker(tflite, head, scale, threads, args.runs, preprocessing, checks) for threads in args.threads
+        ]
     report(base, workers)
 
 

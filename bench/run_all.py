@@ -25,7 +25,9 @@ SCRIPTS = [
         ["bench/inference.py", "--runs", "50", "--shipped", "models/pneumo-xception224-cal-v2"],
     ),
     ("Worklist with 10,000 studies", ["bench/worklist.py", "--requests", "50"]),
-    ("End to end through the running site (gunicorn, Celery, Redis)", ["bench/e2e.py", "--runs", "50"]),
+    ("End to end through the running site (web server, Celery, Redis)", ["bench/e2e.py", "--runs", "50"]),
+    ("Slow clients against make run's web server", ["bench/slow_clients.py", "--web-only", "--seconds", "15"]),
+    ("Uploads: memory after refusals, zip bombs", ["bench/upload_memory.py"]),
 ]
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
