@@ -360,3 +360,18 @@ def test_it_reads_the_ai_label_from_the_studys_summary(demo_site, make_study) ->
 def test_it_counts_indeterminate_apart_from_agreement() -> None:
     assert agreement_of(Finding.INDETERMINATE, "pneumonia") == Agreement.INDETERMINATE
     assert agreement_of(Finding.INDETERMINATE, "") == Agreement.NO_AI
+
+
+def test_it_calls_any_finding_over_a_muted_result_not_validated() -> None:
+    for finding in Finding.values:
+        assert agreement_of(finding, "", muted=True) == Agreement.NOT_VALIDATED
+    assert agreement_of(Finding.PNEUMONIA, "normal", muted=True) == Agreement.DISAGREE  # a counted result decides
+
+
+def test_it_signs_over_a_muted_result_without_an_overrule_reason(demo_site, rad, make_study) -> None:
+    study = make_study(demo_site, status="awaiting_review", ai_muted_probability=0.97, ai_domain="outside_domain")
+
+    review = review_sign(study_id=study.pk, user=rad, reading=ReadingInput(finding=Finding.PNEUMONIA))
+
+    assert review.agreement == Agreement.NOT_VALIDATED and review.reason == ""
+    assert (review.ai_probability, review.ai_domain, review.ai_label) == (0.97, "outside_domain", "")
