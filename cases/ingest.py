@@ -43,7 +43,6 @@ from cases.identifiers import identifier_refusal
 from cases.imaging import (
     DecodedImage,
     DecodeError,
-    assess_eligibility,
     decode_guarded,
     patient_age_read,
     sniff,
@@ -540,12 +539,9 @@ def _eligibility(decoded: DecodedImage, ident: Identity, version: ModelVersion |
     meta = decoded.metadata
     if meta.age_years is None and ident.age_years is not None:
         meta = dataclasses.replace(meta, age_years=ident.age_years)
-    return assess_eligibility(
-        meta,
-        intended_min_age=version.intended_min_age_years if version and version.intended_min_age_years else 1.0,
-        intended_max_age=version.intended_max_age_years if version and version.intended_max_age_years else 5.0,
-        intended_view=(version.intended_view if version and version.intended_view else "AP"),
-    )
+    from inference.scope import eligibility_for  # the worker's and scope_report's rule too
+
+    return eligibility_for(meta, version)
 
 
 @dataclass

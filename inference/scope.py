@@ -74,14 +74,19 @@ def result_fields(scoped: ScopedOutput, *, threshold: float) -> dict[str, Any]:
     }
 
 
+def _or(value: float | None, default: float) -> float:
+    # An age of 0 (newborns) is a real bound, not a missing one.
+    return default if value is None else value
+
+
 def eligibility_for(meta: ImageMetadata, version: ModelVersion | None) -> EligibilityVerdict:
     """The metadata check with ``version``'s validated use (the packaged model's when unset)."""
     from cases.imaging import assess_eligibility
 
     return assess_eligibility(
         meta,
-        intended_min_age=version.intended_min_age_years if version and version.intended_min_age_years else 1.0,
-        intended_max_age=version.intended_max_age_years if version and version.intended_max_age_years else 5.0,
+        intended_min_age=_or(version and version.intended_min_age_years, 1.0),
+        intended_max_age=_or(version and version.intended_max_age_years, 5.0),
         intended_view=(version.intended_view if version and version.intended_view else "AP"),
     )
 
