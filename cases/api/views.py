@@ -640,7 +640,7 @@ class ModelVersionListView(ApiView):
         responses=responses({201: s.ModelVersionReadSerializer}, 400, 403, 409),
         summary="Register a model version (admins)",
         description="409 when the name is taken, or for is_active: activation is refused until prepare_models "
-        "converted the version and it passed the parity gate.",
+        "converted the version, it passed the parity gate and it has its scope checks (chest and domain).",
     )
     def post(self, request: Request) -> Response:
         from inference.registry import ModelNotReady
@@ -679,7 +679,8 @@ class ModelVersionDetailView(ApiView):
         responses=responses({200: s.ModelVersionReadSerializer}, 400, 403, 404, 409),
         summary="Change or (de)activate a model version (admins)",
         description="409 when the name is taken, when the version is in use and kept, or for is_active: "
-        "activation is refused until prepare_models converted the version and it passed the parity gate.",
+        "activation is refused until prepare_models converted the version, it passed the parity gate "
+        "and it has its scope checks (chest and domain).",
     )
     def patch(self, request: Request, pk: int) -> Response:
         from inference.registry import ModelNotReady
