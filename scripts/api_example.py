@@ -73,7 +73,11 @@ def show(study: dict) -> bool:
             )
             confirmed = "confirmed" if p["ai_result_confirmed"] else "UNCONFIRMED"
             version = f"{p['model_version']['name']} {p['model_version']['version']}"
-            print(f"  image {image['id']}: {p['label']} p={p['probability']:.3f} ({version}, {confirmed}){flag}")
+            if p["probability"] is None:  # the image does not look like a chest X-ray: no result
+                print(f"  image {image['id']}: no AI result ({p['domain']}: {p['domain_reason']}, {version})")
+                continue
+            muted = " [AI not validated for this image: not counted]" if p["ai_muted"] else ""
+            print(f"  image {image['id']}: {p['label']} p={p['probability']:.3f} ({version}, {confirmed}){flag}{muted}")
     if not found:
         print(f"  no AI result: {study['status_reason'] or 'still waiting'}")
     return found
