@@ -14,35 +14,91 @@ Every refusal is a ``DecodeError`` whose ``str()`` is meant for the user.
 
 from __future__ import annotations
 
-from .age import PatientAge, age_statement, parse_age, patient_age_read
-from .decoding import decode
-from .dicom import zero_preamble
-from .display_png import (
-    VALUE_OFFSET_KEY,
-    decode_display_source,
-    display_value_offset,
-    encode_display_source,
-    render_display_png,
-)
-from .eligibility import EligibilityStatus, EligibilityVerdict, assess_eligibility
-from .errors import (
-    CorruptImage,
-    DecodeError,
-    DecodeOutOfMemory,
-    DecoderCrashed,
-    DecodeTimeout,
-    EmptyFile,
-    NoPixelData,
-    NotAnImage,
-    TooComplex,
-    TooLarge,
-    Truncated,
-    UnsupportedFormat,
-)
-from .guard import decode_guarded, warm_up
-from .metadata import readable_person_name
-from .sniff import sniff
-from .types import DecodedImage, ImageKind, ImageMetadata, to_rgb_image
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. They are imported on first use (PEP 562), so that a module
+# needing only the eligibility rules or the age parser (a worker at start-up) does not pay for
+# pydicom and the image codecs (about 0.15 s) before its first image.
+_HOMES = {
+    "age": ("PatientAge", "age_statement", "parse_age", "patient_age_read"),
+    "decoding": ("decode",),
+    "dicom": ("zero_preamble",),
+    "display_png": (
+        "VALUE_OFFSET_KEY",
+        "decode_display_source",
+        "display_value_offset",
+        "encode_display_source",
+        "render_display_png",
+    ),
+    "eligibility": ("EligibilityStatus", "EligibilityVerdict", "assess_eligibility"),
+    "errors": (
+        "CorruptImage",
+        "DecodeError",
+        "DecodeOutOfMemory",
+        "DecoderCrashed",
+        "DecodeTimeout",
+        "EmptyFile",
+        "NoPixelData",
+        "NotAnImage",
+        "TooComplex",
+        "TooLarge",
+        "Truncated",
+        "UnsupportedFormat",
+    ),
+    "guard": ("decode_guarded", "warm_up"),
+    "metadata": ("readable_person_name",),
+    "types": ("DecodedImage", "ImageKind", "ImageMetadata", "to_rgb_image"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+# Imported now: the function shares its module's name, and a later ``import cases.imaging.sniff``
+# would otherwise leave the package attribute pointing at the module instead of the function.
+from .sniff import sniff  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
+
+if TYPE_CHECKING:  # what type checkers and readers see
+    from .age import PatientAge, age_statement, parse_age, patient_age_read
+    from .decoding import decode
+    from .dicom import zero_preamble
+    from .display_png import (
+        VALUE_OFFSET_KEY,
+        decode_display_source,
+        display_value_offset,
+        encode_display_source,
+        render_display_png,
+    )
+    from .eligibility import EligibilityStatus, EligibilityVerdict, assess_eligibility
+    from .errors import (
+        CorruptImage,
+        DecodeError,
+        DecodeOutOfMemory,
+        DecoderCrashed,
+        DecodeTimeout,
+        EmptyFile,
+        NoPixelData,
+        NotAnImage,
+        TooComplex,
+        TooLarge,
+        Truncated,
+        UnsupportedFormat,
+    )
+    from .guard import decode_guarded, warm_up
+    from .metadata import readable_person_name
+    from .types import DecodedImage, ImageKind, ImageMetadata, to_rgb_image
 
 __all__ = [
     "VALUE_OFFSET_KEY",
