@@ -7,8 +7,11 @@ prepared LiteRT conversion the worker serves (``prepare_models`` first), from fi
 decoded by the upload decoder; they are cached under ``var/domain-cache/`` with those of
 ``fit_domain``. Rows: the version's validation split (paediatric), the held-out NIH patients,
 all of nih-adult-512 (70 % of it fitted the chest check), synthetic images that are not chest
-X-rays, and held-out chest films rotated, flipped, cropped, inverted and downscaled. The
-synthetic and transformed images were never used for any choice. Last, the cost of each check.
+X-rays, held-out chest films rotated, flipped, cropped, inverted and downscaled, and 200
+paediatric validation films turned as the orientation probe's training films were (that probe
+saw training films only). The synthetic and transformed images were never used for any choice.
+Each image goes through ``domain_assess`` with its model image, so the pixel rules (blank,
+noise, text) count as in the worker. Last, the cost of each check.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from inference import domain_fitting as fitting  # noqa: E402
-from inference.domain import DOMAINS, domain_assess, domain_check_load  # noqa: E402
+from inference.domain import DOMAINS, domain_assess, domain_check_load, image_not_chest_by_pixels  # noqa: E402
 
 MAX_BYTES, MAX_PIXELS = 200 * 1024 * 1024, 60_000_000  # the settings' defaults
 
@@ -46,10 +49,10 @@ def held_out_films(split: fitting.ReferenceSplit, n: int, seed: int) -> list[tup
     return films
 
 
-def check_cost_us(check, pooled: np.ndarray, repeats: int = 2000) -> float:
+def check_cost_us(score, items, repeats: int = 2000) -> float:
     started = time.perf_counter()
     for i in range(repeats):
-        check.score(pooled[i % len(pooled)])
+        score(items[i % len(items)])
     return (time.perf_counter() - started) / repeats * 1e6
 
 
@@ -69,39 +72,60 @@ def bench_version(model_dir: Path, args: argparse.Namespace) -> dict:
         nih_held_out=nih["held_out"],
         seed=nih["seed"],
     )
-    sets: dict[str, np.ndarray] = {
-        "paediatric validation (kermany, the version's split)": extractor.pooled_files(split.kermany_validation),
-        "adult held-out patients (nih, 30 %)": extractor.pooled_files(split.nih_validation),
-        "adult, all of nih-adult-512 (70 % fitted the chest check)": extractor.pooled_files(
+
+    def files_of(samples: list[fitting.Sample]) -> list[tuple[str, bytes]]:
+        extractor.pooled_files(samples)  # checks each file against its manifest's sha256
+        return [(s.path.name, s.path.read_bytes()) for s in samples]
+
+    by_category: dict[str, list[tuple[str, bytes]]] = {
+        "paediatric validation (kermany, the version's split)": files_of(split.kermany_validation),
+        "adult held-out patients (nih, 30 %)": files_of(split.nih_validation),
+        "adult, all of nih-adult-512 (70 % fitted the chest check)": files_of(
             fitting.nih_samples(args.data / "nih-adult-512")
         ),
     }
-    by_category: dict[str, list[tuple[str, bytes]]] = collections.defaultdict(list)
     for probe in fitting.synthetic_probes(seed=args.seed):
-        by_category[f"synthetic: {probe.category}"].append((probe.name + ".png", probe.png))
+        by_category.setdefault(f"synthetic: {probe.category}", []).append((probe.name + ".png", probe.png))
     for probe in fitting.transformed_probes(held_out_films(split, args.films, args.seed)):
-        by_category[f"chest film {probe.category}"].append((probe.name + ".png", probe.png))
-    for category, files in by_category.items():
-        sets[category] = extractor.pooled_bytes(files)
+        by_category.setdefault(f"chest film {probe.category}", []).append((probe.name + ".png", probe.png))
+    turned = fitting.orientation_subset(split.kermany_validation, n=args.turned_films, seed=args.seed)
+    for probe in fitting.transformed_probes(
+        [(s.path.name, s.path.read_bytes()) for s in turned], list(fitting.ORIENTATION_TRANSFORMS)
+    ):
+        by_category.setdefault(f"paediatric validation film {probe.category}", []).append(
+            (probe.name + ".png", probe.png)
+        )
+    sets = {category: extractor.pooled_bytes(files) for category, files in by_category.items()}
+    images = {
+        category: [extractor.model_image(data, name) for name, data in files] for category, files in by_category.items()
+    }
     rows = {}
     scored = {}
     for name, pooled in sets.items():
-        verdicts = [domain_assess(p, chest=chest, version=version) for p in pooled]
+        verdicts = [
+            domain_assess(p, chest=chest, version=version, image=image)
+            for p, image in zip(pooled, images[name], strict=True)
+        ]
         rows[name] = {"n": len(pooled), **shares([v.domain for v in verdicts])}
         scored[name] = {
             "chest_score_min": float(chest.scores(pooled).min()),
             "chest_score_median": float(np.median(chest.scores(pooled))),
         }
     reference = sets["paediatric validation (kermany, the version's split)"]
+    films = images["paediatric validation (kermany, the version's split)"]
     cost = {
-        "chest_check_us": check_cost_us(chest, reference),
-        "version_check_us": check_cost_us(version, reference),
+        "chest_check_us": check_cost_us(chest.score, reference),
+        "version_check_us": check_cost_us(version.score, reference),
+        "orientation_probe_us": check_cost_us(version.orientation_score, reference)
+        if version.checks_orientation
+        else None,
+        "pixel_rules_us": check_cost_us(image_not_chest_by_pixels, films, repeats=500),
         "chest_file_bytes": (model_dir / record["chest"]["file"]).stat().st_size,
         "version_file_bytes": (model_dir / record["version"]["file"]).stat().st_size,
     }
     return {
         "model": record["model"],
-        "limits": {"chest": chest.limit, "version": version.limit},
+        "limits": {"chest": chest.limit, "version": version.limit, "orientation": version.orientation_limit},
         "rows": rows,
         "scores": scored,
         "cost": cost,
@@ -111,7 +135,7 @@ def bench_version(model_dir: Path, args: argparse.Namespace) -> dict:
 def print_table(result: dict) -> None:
     print(
         f"\n## {result['model']}  (chest limit {result['limits']['chest']:.2f}, "
-        f"version limit {result['limits']['version']:.2f})"
+        f"version limit {result['limits']['version']:.2f}, orientation limit {result['limits']['orientation']:.2f})"
     )
     print("| images | n | in_domain | outside_domain | not_chest_xray | chest score min / median |")
     print("|---|---|---|---|---|---|")
@@ -122,9 +146,11 @@ def print_table(result: dict) -> None:
             f"{row['not_chest_xray']:.1%} | {score['chest_score_min']:.1f} / {score['chest_score_median']:.1f} |"
         )
     cost = result["cost"]
+    orientation = "none" if cost["orientation_probe_us"] is None else f"{cost['orientation_probe_us']:.0f} us"
     print(
         f"cost per image: chest check {cost['chest_check_us']:.0f} us, "
-        f"version check {cost['version_check_us']:.0f} us; "
+        f"version check {cost['version_check_us']:.0f} us, orientation probe {orientation}, "
+        f"pixel rules {cost['pixel_rules_us']:.0f} us (on the decoded films); "
         f"files {cost['chest_file_bytes'] / 1e6:.2f} MB and {cost['version_file_bytes'] / 1e6:.2f} MB"
     )
 
@@ -136,6 +162,9 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, default=REPO_ROOT / "var" / "models", help="PNEUMO_MODEL_DIR")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / "var" / "domain-cache")
     parser.add_argument("--films", type=int, default=12, help="held-out films per source to transform")
+    parser.add_argument(
+        "--turned-films", type=int, default=200, help="paediatric validation films turned as the orientation probe's"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 IN_DOMAIN, OUTSIDE_DOMAIN, NOT_CHEST_XRAY = "in_domain", "outside_domain", "not_chest_xray"
 DOMAINS = (IN_DOMAIN, OUTSIDE_DOMAIN, NOT_CHEST_XRAY)
@@ -39,7 +40,20 @@ FORMAT = "pneumo-domain-check-v1"
 
 REASON_NOT_CHEST = "this image does not look like a chest X-ray"
 REASON_OUTSIDE = "it is unlike the images this model was validated on"
+REASON_TURNED = "it looks rotated or flipped: unlike the images this model was validated on"
 REASON_IN = "like the images this model was validated on"
+
+# A model image whose grey levels barely vary (blank, or nearly so) is no radiograph: every real film
+# examined has a spread of tens of grey levels (docs/model-card.md), and a blank image's pooled features
+# sit near chest films' mean, where no distance check can call it "not a chest X-ray".
+BLANK_MAX_STD = 2.0  # grey levels on the 0-255 model image
+BLANK_MIN_MODE_SHARE = 0.99  # or this share of pixels on one grey level
+_BLANK_SAMPLE_PIXELS = 65_536
+# Pixel noise and rendered text: at 224 x 224, neighbouring pixels of a radiograph are nearly equal (their
+# correlation was 0.976 to 0.999 on 2,648 paediatric and adult films), those of noise or a page are not
+# (noise 0.26 at most, pages 0.77). The packaged model's 150 px NEAREST input hides noise from its chest check.
+TEXTURE_SIZE = 224
+TEXTURE_MIN_NEIGHBOUR_CORRELATION = 0.85
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +74,12 @@ class DomainCheck:
     # *relative* Mahalanobis distance d^2(reference) - d^2(background) (Ren et al., 2021), which can be
     # negative: what makes an image unlike this version's images, beyond what all chest films vary in.
     background: DomainCheck | None = None
+    # Optional (version checks fitted since the orientation probe): linear scores of the transformed features,
+    # one row per way a film can be turned (rotated 90/180/270 degrees, upside down); the highest is the
+    # orientation score, above ``orientation_limit`` the film looks turned. Files without them check no orientation.
+    orientation_weights: np.ndarray | None = None  # (m, 2048) float32
+    orientation_bias: np.ndarray | None = None  # (m,) float32
+    orientation_limit: float = float("inf")
     _scale: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +94,15 @@ class DomainCheck:
             object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float32))
         if self.background is not None and self.background.preprocessing_version != self.preprocessing_version:
             raise ValueError("a domain check's background must be fitted on the same preprocessing")
+        if (self.orientation_weights is None) != (self.orientation_bias is None):
+            raise ValueError("a domain check's orientation probe needs both its weights and its bias")
+        if self.orientation_weights is not None:
+            weights = np.ascontiguousarray(self.orientation_weights, dtype=np.float32)
+            bias = np.ascontiguousarray(self.orientation_bias, dtype=np.float32).reshape(-1)
+            if weights.ndim != 2 or weights.shape[1] != FEATURE_CHANNELS or bias.shape != (weights.shape[0],):
+                raise ValueError(f"bad orientation probe shapes: weights {weights.shape}, bias {bias.shape}")
+            object.__setattr__(self, "orientation_weights", weights)
+            object.__setattr__(self, "orientation_bias", bias)
         # Whitening folded into the components once, so a score is one matrix-vector product.
         object.__setattr__(self, "_scale", (1.0 / np.sqrt(self.eigenvalues)).astype(np.float32))
 
@@ -101,10 +130,29 @@ class DomainCheck:
         return squared - self.background.squared_distances(pooled)
 
     def score(self, pooled: np.ndarray) -> float:
-        x = np.asarray(pooled)
-        if x.shape != (FEATURE_CHANNELS,):
-            raise ValueError(f"expected pooled features of shape ({FEATURE_CHANNELS},), got {x.shape}")
-        return float(self.scores(x)[0])
+        return float(self.scores(_one(pooled))[0])
+
+    @property
+    def checks_orientation(self) -> bool:
+        return self.orientation_weights is not None
+
+    def orientation_scores(self, pooled: np.ndarray) -> np.ndarray:
+        """Orientation scores of an ``N x 2048`` batch (float64); higher looks more turned. Needs the probe."""
+        if self.orientation_weights is None or self.orientation_bias is None:
+            raise ValueError("this domain check has no orientation probe")
+        logits = self.transform(np.atleast_2d(pooled)) @ self.orientation_weights.T + self.orientation_bias
+        return logits.max(axis=1).astype(np.float64)
+
+    def orientation_score(self, pooled: np.ndarray) -> float | None:
+        """The orientation score of one image, or ``None`` for a check without the probe."""
+        return float(self.orientation_scores(_one(pooled))[0]) if self.checks_orientation else None
+
+
+def _one(pooled: np.ndarray) -> np.ndarray:
+    x = np.asarray(pooled)
+    if x.shape != (FEATURE_CHANNELS,):
+        raise ValueError(f"expected pooled features of shape ({FEATURE_CHANNELS},), got {x.shape}")
+    return x
 
 
 def pooled_features(feature_map: np.ndarray) -> np.ndarray:
@@ -120,6 +168,12 @@ def _arrays(check: DomainCheck) -> dict[str, np.ndarray]:
     arrays = _own_arrays(check)
     if check.background is not None:
         arrays |= {f"background.{name}": array for name, array in _own_arrays(check.background).items()}
+    if check.orientation_weights is not None and check.orientation_bias is not None:
+        arrays |= {
+            "orientation.weights": check.orientation_weights.astype(np.float32),
+            "orientation.bias": check.orientation_bias.astype(np.float32),
+            "orientation.limit": np.array(check.orientation_limit, dtype=np.float64),
+        }
     return arrays
 
 
@@ -175,7 +229,16 @@ def _check_from(npz: Mapping[str, np.ndarray], prefix: str = "") -> DomainCheck:
         residual_weight=float(npz[f"{prefix}residual_weight"]),
         n_fitted=int(npz[f"{prefix}n_fitted"]),
         background=_check_from(npz, "background.") if not prefix and "background.format" in npz else None,
+        **(_orientation_from(npz) if not prefix and "orientation.weights" in npz else {}),
     )
+
+
+def _orientation_from(npz: Mapping[str, np.ndarray]) -> dict:
+    return {
+        "orientation_weights": npz["orientation.weights"],
+        "orientation_bias": npz["orientation.bias"],
+        "orientation_limit": float(npz["orientation.limit"]),
+    }
 
 
 def domain_check_from_bytes(data: bytes) -> DomainCheck:
@@ -207,14 +270,69 @@ class DomainVerdict:
     reason: str
 
 
-def domain_assess(pooled: np.ndarray, *, chest: DomainCheck, version: DomainCheck) -> DomainVerdict:
-    """The chest check first (is it a chest X-ray at all), then this version's check."""
+def image_is_blank(image: np.ndarray) -> bool:
+    """Does the model image (8-bit grey, 0-255) barely vary: blank black, white or grey, or nearly so?"""
+    a = np.asarray(image)
+    if a.size == 0:
+        return True
+    # A regular subsample: a 3000 px film costs what a 256 px one does, and a uniform image stays uniform.
+    step = max(1, int(np.ceil(np.sqrt(a.size / _BLANK_SAMPLE_PIXELS))))
+    sample = (a[::step, ::step] if a.ndim >= 2 else a[::step]).reshape(-1)
+    if sample.dtype == np.uint8:  # the model image: a histogram is far cheaper than a sort
+        counts = np.bincount(sample, minlength=256).astype(np.float64)
+        levels = np.arange(256, dtype=np.float64)
+        mean = counts @ levels / sample.size
+        std = float(np.sqrt(max(counts @ (levels - mean) ** 2 / sample.size, 0.0)))
+        most = float(counts.max())
+    else:
+        std = float(sample.std(dtype=np.float64))
+        most = float(np.unique(sample, return_counts=True)[1].max())
+    return not std >= BLANK_MAX_STD or most > BLANK_MIN_MODE_SHARE * sample.size  # NaN counts as blank
+
+
+def neighbour_correlation(image: np.ndarray) -> float:
+    """Mean correlation of horizontally and vertically adjacent pixels of the image at 224 x 224 (bilinear)."""
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    # A large film is first taken every n-th pixel down to at least twice the size: a few ms saved, and
+    # noise stays noise while a radiograph stays smooth at that scale.
+    step = max(1, min(a.shape[:2]) // (2 * TEXTURE_SIZE))
+    resized = Image.fromarray(np.asarray(a[::step, ::step], dtype=np.uint8)).resize(
+        (TEXTURE_SIZE, TEXTURE_SIZE), Image.Resampling.BILINEAR
+    )
+    x = np.asarray(resized, dtype=np.float32)
+
+    def correlation(left: np.ndarray, right: np.ndarray) -> float:
+        left, right = left - left.mean(), right - right.mean()
+        norm = float(np.sqrt(float((left * left).sum()) * float((right * right).sum())))
+        return float((left * right).sum()) / norm if norm > 0 else 1.0
+
+    return (correlation(x[:, :-1], x[:, 1:]) + correlation(x[:-1], x[1:])) / 2
+
+
+def image_not_chest_by_pixels(image: np.ndarray) -> bool:
+    """The cheap pixel rules: a blank image, or pixel noise or text (no radiograph is either)."""
+    return image_is_blank(image) or not neighbour_correlation(image) >= TEXTURE_MIN_NEIGHBOUR_CORRELATION
+
+
+def domain_assess(
+    pooled: np.ndarray, *, chest: DomainCheck, version: DomainCheck, image: np.ndarray | None = None
+) -> DomainVerdict:
+    """The chest check (is it a chest X-ray at all), the pixel rules (a blank, noise or text ``image``, when
+    given), then this version's check and, where its file has one, its orientation probe."""
     if chest.kind != CHEST or version.kind != VERSION:
         raise ValueError(f"expected a chest and a version check, got {chest.kind!r} and {version.kind!r}")
     chest_score = chest.score(pooled)
     if not chest_score <= chest.limit:  # NaN counts as outside
         return DomainVerdict(NOT_CHEST_XRAY, chest_score, chest.limit, REASON_NOT_CHEST)
+    # After the chest check, so that what it refuses keeps its score; what the pixels refuse has none.
+    if image is not None and image_not_chest_by_pixels(image):
+        return DomainVerdict(NOT_CHEST_XRAY, None, None, REASON_NOT_CHEST)
     version_score = version.score(pooled)
     if not version_score <= version.limit:
         return DomainVerdict(OUTSIDE_DOMAIN, version_score, version.limit, REASON_OUTSIDE)
+    orientation_score = version.orientation_score(pooled)
+    if orientation_score is not None and not orientation_score <= version.orientation_limit:
+        return DomainVerdict(OUTSIDE_DOMAIN, orientation_score, version.orientation_limit, REASON_TURNED)
     return DomainVerdict(IN_DOMAIN, version_score, version.limit, REASON_IN)

@@ -38,16 +38,20 @@ class ScopedOutput:
     verdict: DomainVerdict
 
 
-def scope_verdict(output: ClassifierOutput, checks: ScopeChecks) -> DomainVerdict:
+def scope_verdict(
+    output: ClassifierOutput, checks: ScopeChecks, *, model_image: np.ndarray | None = None
+) -> DomainVerdict:
+    """With ``model_image``, its pixel rules too (a blank, noise or text image is no chest X-ray)."""
     if output.pooled_features is None:
         raise ValueError("the classifier gave no pooled features, so the scope of the image cannot be checked")
-    return domain_assess(output.pooled_features, chest=checks.chest, version=checks.version)
+    return domain_assess(output.pooled_features, chest=checks.chest, version=checks.version, image=model_image)
 
 
 def image_scope(model_image: np.ndarray, *, version: ModelVersion, heatmap: bool = True) -> ScopedOutput:
     """The version's result on the 8-bit model image, with its domain verdict from the same forward pass."""
     output = runtime.classifier_for(version).predict(model_image, heatmap=heatmap)
-    return ScopedOutput(output, scope_verdict(output, runtime.scope_checks_for(version)))
+    verdict = scope_verdict(output, runtime.scope_checks_for(version), model_image=model_image)
+    return ScopedOutput(output, verdict)
 
 
 def result_fields(scoped: ScopedOutput, *, threshold: float) -> dict[str, Any]:

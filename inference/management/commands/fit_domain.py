@@ -47,6 +47,13 @@ class Command(BaseCommand):
         parser.add_argument("--power", type=float, default=fitting.DEFAULT_POWER)
         parser.add_argument("--version-inside", type=float, default=0.975)
         parser.add_argument("--chest-inside", type=float, default=0.995)
+        parser.add_argument(
+            "--orientation-films",
+            type=int,
+            default=fitting.ORIENTATION_FILMS,
+            help="training films turned (90/180/270 degrees, upside down) to fit the orientation probe; 0: none",
+        )
+        parser.add_argument("--orientation-inside", type=float, default=0.995)
 
     def handle(self, *args, **options) -> None:
         name = options["name"]
@@ -89,9 +96,25 @@ class Command(BaseCommand):
             power=options["power"],
             version_inside=options["version_inside"],
             chest_inside=options["chest_inside"],
+            orientation_films=options["orientation_films"],
+            orientation_inside=options["orientation_inside"],
         )
+        orientation, turned_samples = None, []
+        if fit.orientation_films > 0:
+            # Training films only: the upright validation films set the probe's limit.
+            turned_samples = fitting.orientation_subset(
+                split.kermany_train, n=fit.orientation_films, seed=options["seed"]
+            )
+            orientation = {"upright": extractor.pooled_files(turned_samples)} | fitting.orientation_features(
+                extractor, turned_samples, progress=self.stdout.write
+            )
         fitted = fitting.scope_checks_fit(
-            features=features, split=split, preprocessing_version=preprocessing, settings=fit
+            features=features,
+            split=split,
+            preprocessing_version=preprocessing,
+            settings=fit,
+            orientation=orientation,
+            orientation_samples=turned_samples,
         )
         out = options["out"] or shipped_models_dir() / name
         about = {
@@ -108,6 +131,10 @@ class Command(BaseCommand):
             entry = record[kind]
             shares = ", ".join(f"{k} {v['inside_share']:.1%} inside" for k, v in entry["scores"].items())
             self.stdout.write(f"{kind} check: limit {entry['limit']:.3f}, {entry['n_fitted']} fitted; {shares}")
+        if "orientation" in record["version"]:
+            entry = record["version"]["orientation"]
+            shares = ", ".join(f"{k} {v['inside_share']:.1%} pass" for k, v in entry["scores"].items())
+            self.stdout.write(f"orientation probe: limit {entry['limit']:.3f}; {shares}")
         self.stdout.write(self.style.SUCCESS(f"wrote {out} in {time.perf_counter() - started:.0f} s"))
 
     def _version(self, name: str) -> tuple[str, str, dict]:
