@@ -559,17 +559,19 @@ def _store_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     if not item.data:
         raise Refused("The file is empty")
     decoded = _decode(item)
-    sha256 = hashlib.sha256(item.data).hexdigest()
+    # The file as stored (a DICOM preamble defused) is hashed once: its name, its checksum and,
+    # for PNG and JPEG, the image's identity all come from that one digest.
+    data = zero_preamble(item.data) if decoded.kind == "dicom" else item.data
+    sha256 = hashlib.sha256(data).hexdigest()
     ident = _identity(decoded, batch.manual, batch.study_uids, sha256)
     duplicate = _duplicate(item, batch, ident)
     if duplicate is not None:
         return duplicate
-    data = zero_preamble(item.data) if decoded.kind == "dicom" else item.data
     eligibility = _eligibility(decoded, ident, batch.model_version)
     fields = _image_fields(decoded, ident, eligibility, batch.model_version)
     stored_name = default_storage.save(_storage_name(decoded, sha256), ContentFile(data))
     try:
-        return _rows_create(item, batch, decoded, ident, fields, stored_name, data)
+        return _rows_create(item, batch, decoded, ident, fields, stored_name, data, sha256)
     except IntegrityError:
         default_storage.delete(stored_name)
         # Another upload stored the same image at the same moment.
@@ -589,7 +591,7 @@ def _duplicate(item: IncomingFile, batch: _Batch, ident: Identity) -> FileOutcom
     return FileOutcome(item.name, DUPLICATE, "Already stored (same SOPInstanceUID)", existing.study_id, existing.pk)
 
 
-def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, data: bytes) -> FileOutcome:
+def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, data: bytes, sha256: str) -> FileOutcome:
     with transaction.atomic():
         patient = _patient(batch.site, ident)
         study = _study(batch.site, patient, ident, batch.priority, batch.user)
@@ -598,7 +600,7 @@ def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, da
             site=batch.site,
             file=stored_name,
             original_filename=item.name[-255:],
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             size_bytes=len(data),
             uploaded_by=batch.user,
             **_fit(Image, fields),

