@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cases', '0008_study_status_without_failed'),
+        ("cases", "0008_study_status_without_failed"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apitoken',
-            name='credentials_fingerprint',
-            field=models.CharField(blank=True, help_text="Keyed hash of the user's password hash when the token was made: a new password ends the token", max_length=64),
+            model_name="apitoken",
+            name="credentials_fingerprint",
+            field=models.CharField(
+                blank=True,
+                help_text="Keyed hash of the user's password hash when the token was made: a new password ends the token",
+                max_length=64,
+            ),
         ),
     ]
