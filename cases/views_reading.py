@@ -302,7 +302,7 @@ def _image_item(image: Image, prediction: Prediction | None, *, site: Site) -> d
         "shown": shown,
         "domain_label": domain_label(prediction.domain if prediction else None),
         # A result that does not count gets no heatmap on the pages: nothing hot to look at.
-        "has_heatmap": shown.counts and prediction_has_heatmap(prediction),
+        "has_heatmap": prediction_has_heatmap(prediction),
         "age": age_statement(image.patient_age_years, image.patient_age_source, image.patient_age_reason),
     }
 

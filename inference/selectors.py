@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from cases.models import Image, Study
+from inference.display import prediction_counts
 from inference.models import ModelVersion, Prediction, PredictionStatus
 
 
@@ -45,7 +46,8 @@ def prediction_succeeded(prediction: Prediction | None) -> bool:
 
 
 def prediction_has_heatmap(prediction: Prediction | None) -> bool:
-    return prediction_succeeded(prediction) and bool(prediction.heatmap)
+    """A heatmap to show: a result that counts (not muted by the scope check, not "no result") and has one."""
+    return prediction_counts(prediction) and bool(prediction.heatmap)
 
 
 def model_versions() -> QuerySet[ModelVersion]:

@@ -94,3 +94,13 @@ def test_it_gives_the_outside_domain_share_per_day_and_site_in_the_stats(world, 
         {"date": today, "site": "DEMO", "n": 1, "outside_domain": outside, "share": float(outside)}
     ]
     assert body["reviews_not_validated"] == 0
+
+
+def test_it_serves_no_heatmap_of_a_result_the_scope_check_mutes(world, api, rad) -> None:
+    image = world.demo.image.pk
+    client = api(rad)
+    assert client.get(f"/api/v1/images/{image}/heatmap.json").status_code == 200  # before: a result that counts
+    _scoped(world, AiDomain.OUTSIDE_DOMAIN)
+
+    assert client.get(f"/api/v1/images/{image}/heatmap.json").status_code == 404
+    assert client.get(f"/api/v1/images/{image}/heatmap.png").status_code == 404
