@@ -16,6 +16,33 @@ import requests
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_run_start(tmp_path: Path, port: int, **env_extra: str) -> subprocess.Popen:
+    """``scripts/run.py`` as ``make run`` starts it, on embedded defaults and a private database and port."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "PNEUMO_TEST_SQLITE"}
+    }
+    env.update(
+        PORT=str(port),
+        PNEUMO_DEMO_PASSWORD="a-demo-password-1",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        MEDIA_ROOT=str(tmp_path / "media"),
+        PYTHONUNBUFFERED="1",
+        **env_extra,
+    )
+    return subprocess.Popen(
+        [sys.executable, "scripts/run.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -46,26 +73,7 @@ def _session(base: str, username: str, password: str) -> tuple[requests.Session,
 
 def test_it_runs_the_whole_site_with_the_demo_set_and_stops_every_child_on_ctrl_c(tmp_path) -> None:
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "PNEUMO_TEST_SQLITE"}
-    }
-    env.update(
-        PORT=str(port),
-        PNEUMO_DEMO_PASSWORD="a-demo-password-1",
-        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
-        MEDIA_ROOT=str(tmp_path / "media"),
-        PYTHONUNBUFFERED="1",
-    )
-    launcher = subprocess.Popen(
-        [sys.executable, "scripts/run.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = make_run_start(tmp_path, port)
     output = []
     try:
         deadline = time.monotonic() + 240

@@ -18,7 +18,7 @@ import requests
 from scripts.run import Supervisor
 from tests.dicom_factory import make_dicom
 from tests.processes import free_port
-from tests.test_make_run import _alive, _session
+from tests.test_make_run import _alive, _session, make_run_start
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -120,29 +120,8 @@ def _wait_output(launcher: subprocess.Popen, output: list[str], pattern: str, ti
 def test_it_keeps_the_site_up_and_predicting_when_the_worker_and_redis_are_killed(tmp_path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "PNEUMO_TEST_SQLITE"}
-    }
     db = tmp_path / "db.sqlite3"
-    env.update(
-        PORT=str(port),
-        PNEUMO_DEMO_PASSWORD="a-demo-password-1",
-        PNEUMO_DEMO_STUDIES="0",
-        PNEUMO_WORKER_CONCURRENCY="1",
-        DATABASE_URL=f"sqlite:///{db}",
-        MEDIA_ROOT=str(tmp_path / "media"),
-        PYTHONUNBUFFERED="1",
-    )
-    launcher = subprocess.Popen(
-        [sys.executable, "scripts/run.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = make_run_start(tmp_path, port, PNEUMO_DEMO_STUDIES="0", PNEUMO_WORKER_CONCURRENCY="1")
     output: list[str] = []
     stop, seen = threading.Event(), []
     try:
