@@ -103,13 +103,15 @@ class PredictionAdmin(admin.ModelAdmin):
         "status",
         "probability",
         "label",
+        "domain",
         "attempts",
         "outside_validated_use",
         "inference_ms",
         "worker_host",
         "finished_at",
     )
-    list_filter = ("status", "model_version", "label", "outside_validated_use")
+    # The domain beside the probability: a score outside the domain is muted everywhere it is shown.
+    list_filter = ("status", "model_version", "label", "domain", "outside_validated_use")
     search_fields = ("image__sop_instance_uid", "input_sha256", "worker_host")
     list_select_related = ("image", "model_version")
     readonly_fields = [f.name for f in Prediction._meta.fields]
