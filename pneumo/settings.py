@@ -272,6 +272,20 @@ PNEUMO_DEMO_PASSWORD = envstr("PNEUMO_DEMO_PASSWORD")
 PNEUMO_DEMO_STUDIES = envbool("PNEUMO_DEMO_STUDIES", True)
 PNEUMO_METRICS_TOKEN = envstr("PNEUMO_METRICS_TOKEN")
 
+# --- DICOM network ---------------------------------------------------------------
+# The DICOM listener (manage.py dicom_listener) and where results are sent back.
+PNEUMO_DICOM_AE = envstr("PNEUMO_DICOM_AE", "PNEUMO")
+PNEUMO_DICOM_PORT = envint("PNEUMO_DICOM_PORT", 11112, minimum=1)
+PNEUMO_DICOM_BIND = envstr("PNEUMO_DICOM_BIND", "127.0.0.1")
+PNEUMO_DICOM_TLS_CERT_FILE = envstr("PNEUMO_DICOM_TLS_CERT_FILE")
+PNEUMO_DICOM_TLS_KEY_FILE = envstr("PNEUMO_DICOM_TLS_KEY_FILE")
+# A site code: callers not mapped in the admin send to this site; empty refuses them.
+PNEUMO_DICOM_DEFAULT_SITE = envstr("PNEUMO_DICOM_DEFAULT_SITE")
+# "AET@host:port,...": C-STORE destinations that receive every result object of every site.
+PNEUMO_RESULT_DESTINATIONS = envstr("PNEUMO_RESULT_DESTINATIONS")
+PNEUMO_RESULT_RETRY_MAX_SECONDS = envint("PNEUMO_RESULT_RETRY_MAX_SECONDS", 300, minimum=10)
+PNEUMO_RESULT_RETRY_HOURS = envint("PNEUMO_RESULT_RETRY_HOURS", 72, minimum=1)
+
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The suite drives Debian's Chromium with Playwright (no browser download) and
-# validates docker/compose.yaml with Debian's docker-compose. Install them when
+# The suite drives Debian's Chromium with Playwright (no browser download),
+# validates docker/compose.yaml with Debian's docker-compose and talks DICOM to
+# DCMTK, Orthanc and dicom3tools. Install them when
 # missing and we can; browser tests fail under CI=true when no browser is there,
 # and skip loudly elsewhere.
 set -u
@@ -8,6 +9,10 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# Real DICOM software as peers: DCMTK as a modality, Orthanc as the PACS, dicom3tools' validator.
+command -v storescu >/dev/null || need+=(dcmtk)
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
     echo "Installing Debian packages for the test suite: ${need[*]}"
