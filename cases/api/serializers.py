@@ -333,6 +333,7 @@ class StudySerializer(serializers.ModelSerializer):
             "study_date",
             "description",
             "accession_number",
+            "study_instance_uid",
             "received_at",
             "ai_completed_at",
             "reported_at",
@@ -424,6 +425,7 @@ class StudyFilterSerializer(serializers.Serializer):
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
     site = serializers.CharField(required=False, help_text="Site code or id")
     patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="The patient's API id")
+    study_instance_uid = serializers.CharField(required=False, max_length=64, help_text="The DICOM StudyInstanceUID")
     flagged = serializers.BooleanField(required=False, allow_null=True, default=None, help_text="AI flagged")
     received_from = serializers.DateField(required=False, help_text="Received on or after this date")
     received_to = serializers.DateField(required=False, help_text="Received on or before this date")

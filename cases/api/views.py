@@ -346,6 +346,8 @@ def _studies_filtered(studies: QuerySet[Study], user: User, filters: dict[str, A
     exact = {name: filters[name] for name in ("status", "priority") if filters.get(name)}
     if filters.get("patient"):
         exact["patient_id"] = filters["patient"]
+    if filters.get("study_instance_uid"):
+        exact["study_instance_uid"] = filters["study_instance_uid"]
     if filters.get("site"):
         exact["site"] = _site_for(user, filters["site"])
     if filters.get("flagged") is not None:
