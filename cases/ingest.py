@@ -70,6 +70,14 @@ _INFLATE_CHUNK = 1 << 20
 _LOCAL_HEADER_BYTES = 30  # a zip local file header before its name, extra field and data
 
 
+@dataclass(frozen=True)
+class IngestOrigin:
+    """Where files came from when no web request brought them: the DICOM listener's calling AE and peer."""
+
+    ae_title: str = ""
+    address: str = ""
+
+
 class Refused(Exception):
     """A file is refused; the message is shown to the technician."""
 
@@ -502,10 +510,10 @@ def _storage_name(decoded: DecodedImage, sha256: str) -> str:
     return f"studies/{timezone.now():%Y/%m}/{sha256[:2]}/{sha256}.{ext}"
 
 
-def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: ModelVersion | None) -> dict:
+def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, grid_preprocessing: str | None) -> dict:
     meta = decoded.metadata
-    # The active version's input grid, kept for the worker; another version decodes the original.
-    grid = input_grid_make(decoded.model_image, version.preprocessing_version if version else None)
+    # The active versions' input grid, kept for the worker; another preprocessing decodes the original.
+    grid = input_grid_make(decoded.model_image, grid_preprocessing)
     spacing = meta.pixel_spacing
     center, width = decoded.default_window or (None, None)
     return {
@@ -535,13 +543,13 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, version: 
     }
 
 
-def _eligibility(decoded: DecodedImage, ident: Identity, version: ModelVersion | None):
+def _eligibility(decoded: DecodedImage, ident: Identity):
     meta = decoded.metadata
     if meta.age_years is None and ident.age_years is not None:
         meta = dataclasses.replace(meta, age_years=ident.age_years)
     from inference.scope import eligibility_for  # the worker's and scope_report's rule too
 
-    return eligibility_for(meta, version)
+    return eligibility_for(meta)
 
 
 @dataclass
@@ -551,7 +559,9 @@ class _Batch:
     priority: str
     manual: ManualPatient | None
     request: HttpRequest | None
-    model_version: ModelVersion | None  # the active one when the batch began: its eligibility rules and input grid
+    # The preprocessing of the active versions when the batch began: the input grid kept for the worker.
+    grid_preprocessing: str | None
+    origin: IngestOrigin | None = None
     study_uids: dict[str, str] = field(default_factory=dict)
 
 
@@ -567,8 +577,8 @@ def _store_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
     duplicate = _duplicate(item, batch, ident)
     if duplicate is not None:
         return duplicate
-    eligibility = _eligibility(decoded, ident, batch.model_version)
-    fields = _image_fields(decoded, ident, eligibility, batch.model_version)
+    eligibility = _eligibility(decoded, ident)
+    fields = _image_fields(decoded, ident, eligibility, batch.grid_preprocessing)
     stored_name = default_storage.save(_storage_name(decoded, sha256), ContentFile(data))
     try:
         return _rows_create(item, batch, decoded, ident, fields, stored_name, data, sha256)
@@ -603,7 +613,7 @@ def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, da
             sha256=sha256,
             size_bytes=len(data),
             uploaded_by=batch.user,
-            **_fit(Image, fields),
+            **_fit(Image, {**fields, **_origin_fields(batch.origin)}),
         )
         audit_record(
             action="upload",
@@ -613,8 +623,15 @@ def _rows_create(item, batch, decoded, ident, fields: dict, stored_name: str, da
             request=batch.request,
             study_id=study.pk,
             eligibility=fields["ai_eligibility"],
+            **_origin_fields(batch.origin),
         )
     return FileOutcome(item.name, STORED, fields["ai_eligibility_reason"], study.pk, image.pk)
+
+
+def _origin_fields(origin: IngestOrigin | None) -> dict[str, str]:
+    if origin is None:
+        return {}
+    return {"source_ae_title": origin.ae_title, "source_address": origin.address}
 
 
 def _ingest_one(item: IncomingFile, batch: _Batch) -> FileOutcome:
@@ -653,6 +670,7 @@ def _refusals_audit(outcomes: list[FileOutcome], batch: _Batch) -> None:
     if len(outcomes) > 1:
         reasons = Counter(outcome.reason[:200] for outcome in refused)
         detail.update(refused=len(refused), files=len(outcomes), reasons=dict(reasons.most_common(5)))
+    detail.update(_origin_fields(batch.origin))
     audit_record(action="upload_refused", user=batch.user, site=batch.site, request=batch.request, **detail)
 
 
@@ -664,9 +682,10 @@ def studies_ingest(
     priority: str = Priority.ROUTINE,
     manual: ManualPatient | None = None,
     request: HttpRequest | None = None,
+    origin: IngestOrigin | None = None,
 ) -> IngestReport:
     """Store every decodable file, refuse the rest with a reason, then queue the AI."""
-    from inference.registry import active_model_version
+    from inference.registry import grid_preprocessing
     from inference.services import predictions_request
 
     batch = _Batch(
@@ -675,7 +694,8 @@ def studies_ingest(
         priority=priority if priority in Priority.values else Priority.ROUTINE,
         manual=manual,
         request=request,
-        model_version=active_model_version(),  # one query per batch, not per file
+        grid_preprocessing=grid_preprocessing(),  # one query per batch, not per file
+        origin=origin,
     )
     report = IngestReport()
     for incoming in files:

@@ -212,6 +212,9 @@ class Image(models.Model):
     model_input = models.BinaryField(null=True, blank=True, editable=False)
     model_input_version = models.CharField(max_length=64, blank=True, editable=False)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Set for an image received by the DICOM listener: who sent it (results go back as DICOM only for these).
+    source_ae_title = models.CharField("calling AE title", max_length=16, blank=True)
+    source_address = models.CharField("peer address", max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -327,3 +330,105 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+# --- The DICOM network: who may send us images, where results go ---------------------------------
+
+
+class DicomPeer(models.Model):
+    """A modality or PACS allowed to send images to the DICOM listener, and the site its images belong to."""
+
+    ae_title = models.CharField(
+        "calling AE title", max_length=16, unique=True, help_text="As the sender calls itself (case-sensitive)"
+    )
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="dicom_peers")
+    description = models.CharField(max_length=200, blank=True, help_text='e.g. "X-ray room 2"')
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ae_title"]
+        verbose_name = "DICOM peer (sender)"
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} -> {self.site.code}"
+
+
+class ResultObject(models.TextChoices):
+    AI_SR = "ai_sr", "AI result SR"
+    SECONDARY_CAPTURE = "secondary_capture", "Secondary capture with heatmap"
+    REPORT_SR = "report_sr", "Signed report SR"
+
+
+class ResultDestination(models.Model):
+    """A DICOM node (usually the PACS) that receives Pneumo's result objects by C-STORE."""
+
+    ae_title = models.CharField("called AE title", max_length=16)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True, help_text="Inactive: nothing new is queued for it")
+    send_ai_sr = models.BooleanField("AI result SR", default=True)
+    send_secondary_capture = models.BooleanField("secondary capture", default=True)
+    send_report_sr = models.BooleanField("signed report SR", default=True)
+    all_sites = models.BooleanField(default=False, help_text="Receives the results of every site")
+    sites = models.ManyToManyField(Site, blank=True, related_name="result_destinations")
+    from_settings = models.BooleanField(
+        default=False, editable=False, help_text="Registered from PNEUMO_RESULT_DESTINATIONS"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ae_title", "host", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["ae_title", "host", "port"], name="unique_result_destination"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class OutboxState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class OutboxItem(models.Model):
+    """One result object to send to one destination, retried with backoff until sent or given up."""
+
+    destination = models.ForeignKey(ResultDestination, on_delete=models.PROTECT, related_name="outbox")
+    kind = models.CharField(max_length=20, choices=ResultObject.choices)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="outbox")
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    prediction = models.ForeignKey(
+        "inference.Prediction", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    review = models.ForeignKey(Review, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    sop_instance_uid = models.CharField("SOPInstanceUID", max_length=64)
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    file = models.FileField(upload_to="outbox/%Y/%m/", max_length=255)
+    state = models.CharField(max_length=8, choices=OutboxState.choices, default=OutboxState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # When the current retry window began (queued, or resent): retries stop PNEUMO_RESULT_RETRY_HOURS after it.
+    retry_from = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "outbox item"
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "sop_instance_uid"], name="unique_outbox_object"),
+            models.UniqueConstraint(
+                fields=["destination", "kind", "prediction"], name="unique_outbox_prediction_object"
+            ),
+            models.UniqueConstraint(fields=["destination", "kind", "review"], name="unique_outbox_review_object"),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="outbox_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of study {self.study_id} to {self.destination_id} ({self.state})"
