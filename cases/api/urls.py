@@ -10,7 +10,7 @@ from csp.decorators import csp_update
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from cases.api import schema, views  # schema also registers the token scheme with drf-spectacular
+from cases.api import fhir, schema, views  # schema also registers the token scheme with drf-spectacular
 
 app_name = "api"
 
@@ -27,6 +27,7 @@ v1 = [
     path("studies/<int:pk>/release/", views.StudyReleaseView.as_view(), name="study-release"),
     path("studies/<int:pk>/review/", views.StudyReviewView.as_view(), name="study-review"),
     path("studies/<int:pk>/amend/", views.StudyAmendView.as_view(), name="study-amend"),
+    path("studies/<int:pk>/fhir/", fhir.StudyFhirView.as_view(), name="study-fhir"),
     path("images/<int:pk>/file", views.ImageFileView.as_view(), name="image-file"),
     path("images/<int:pk>/render.png", views.ImageRenderView.as_view(), name="image-render"),
     path("images/<int:pk>/heatmap.png", views.ImageHeatmapPngView.as_view(), name="image-heatmap-png"),

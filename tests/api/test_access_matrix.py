@@ -81,6 +81,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("study-list", "get"): OK,
     ("study-list", "post"): {"anon": 401, "tech": 201, "rad": 403, "admin": 201},
     ("study-detail", "get"): OK,
+    ("study-fhir", "get"): OK,
     ("study-predictions", "post"): READERS,
     # Only radiologists read and sign; an admin who is not one gets 403 (and sees every site).
     ("study-claim", "post"): {"anon": 401, "tech": 403, "rad": 200, "admin": 403},
@@ -146,6 +147,7 @@ def _target(cell: Cell, world: World) -> object | None:
     return {
         "patient-detail": place.patient,
         "study-detail": place.awaiting,
+        "study-fhir": place.awaiting,
         "study-predictions": place.awaiting,
         "study-claim": place.awaiting,
         "study-review": place.awaiting,
