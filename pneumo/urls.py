@@ -26,5 +26,6 @@ urlpatterns = [
     path("audit/export.csv", audit_export.audit_export_csv, name="audit_export_csv"),
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
+    path("dicomweb/", include("cases.dicomweb.urls")),
     path("", include("cases.urls")),
 ]
