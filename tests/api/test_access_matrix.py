@@ -1,11 +1,13 @@
-"""Who may do what, for every API operation: generated from the URL resolver and checked against the schema.
+"""Who may do what, for every API and DICOMweb operation: generated from the URL resolver.
 
-Every route and method under ``/api/v1/`` becomes cells: anonymous, technician,
+Every route and method under ``/api/v1/`` (checked against the schema) and
+under ``/dicomweb/`` becomes cells: anonymous, technician,
 radiologist and admin of site DEMO, against an object of DEMO and of NORTH
 (routes without an object have one column). A new endpoint fails
 ``test_it_has_an_expectation_for_every_operation`` until a row of ``EXPECTED``
 says what each role gets. Other sites' objects are 404 for everyone but admins,
-who see every site.
+who see every site. DICOMweb routes name their object by UIDs (study,
+series, instance) and have their own table, ``DICOMWEB_EXPECTED``.
 """
 
 from __future__ import annotations
@@ -44,15 +46,15 @@ def _walk(patterns: list, prefix: str = "") -> list[tuple[str, URLPattern]]:
     return found
 
 
-def api_operations() -> list[Operation]:
-    """Every (route, method) the URL resolver serves under /api/v1/."""
+def api_operations(prefix: str = PREFIX, object_key: str = "pk") -> list[Operation]:
+    """Every (route, method) the URL resolver serves under /api/v1/ (or another prefix)."""
     operations = []
     for route, pattern in _walk(get_resolver(URLCONF).url_patterns):
-        if not route.startswith(PREFIX):
-            continue
+        if not route.startswith(prefix) or (prefix != PREFIX and pattern.name is None):
+            continue  # DICOMweb's unnamed last route is its JSON 404 for every other path
         view_class = pattern.callback.view_class
         path = re.sub(r"<[^>]+>", "{}", route)
-        has_object = "pk" in pattern.pattern.converters
+        has_object = object_key in pattern.pattern.converters
         operations += [Operation(pattern.name, m, path, has_object) for m in METHODS if hasattr(view_class, m)]
     return sorted(operations, key=lambda o: (o.path, o.method))
 
@@ -105,9 +107,24 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
 # Routes whose object belongs to no site (every user sees the same model versions).
 SITELESS_OBJECTS = {"model-detail"}
 
+DICOMWEB_PREFIX = "dicomweb/"
+# DICOMweb: the same roles and sites; a route's object is the DEMO (or NORTH) awaiting study, its image's series or
+# the image itself. Storing (STOW-RS) is an upload: technicians and admins.
+DICOMWEB_EXPECTED: dict[tuple[str, str], dict[str, int]] = {
+    ("studies", "get"): OK,
+    ("studies", "post"): {"anon": 401, "tech": 200, "rad": 403, "admin": 200},
+    ("study", "get"): OK,
+    ("series", "get"): OK,
+    ("series-retrieve", "get"): OK,
+    ("instances", "get"): OK,
+    ("instance", "get"): OK,
+    ("instance-metadata", "get"): OK,
+    ("instance-rendered", "get"): OK,
+}
 
-def expected_status(operation: Operation, role: str, site: str) -> int:
-    demo = EXPECTED[(operation.name, operation.method)]
+
+def expected_status(operation: Operation, role: str, site: str, table: dict | None = None) -> int:
+    demo = (EXPECTED if table is None else table)[(operation.name, operation.method)]
     if site != "NORTH" or role in ("anon", "admin"):
         return demo[role]
     return 404
@@ -130,6 +147,8 @@ def _sites(operation: Operation) -> tuple[str, ...]:
 OPERATIONS = api_operations()
 CELLS = [Cell(op, role, site) for op in OPERATIONS for site in _sites(op) for role in ROLES]
 SUMMARY = f"{len(OPERATIONS)}-operations-{len({o.path for o in OPERATIONS})}-routes-{len(CELLS)}-cells"
+DICOMWEB_OPERATIONS = api_operations(DICOMWEB_PREFIX, object_key="study")
+DICOMWEB_CELLS = [Cell(op, role, site) for op in DICOMWEB_OPERATIONS for site in _sites(op) for role in ROLES]
 
 
 # --- Requests -------------------------------------------------------------------------------
@@ -207,5 +226,65 @@ def test_it_answers_each_role_as_the_matrix_says(
     # Then the status is the matrix's, and errors are JSON with a detail
     expected = expected_status(cell.operation, cell.role, cell.site)
     assert response.status_code == expected, (cell, getattr(response, "data", response.content[:200]))
+    if expected in (401, 403, 404):
+        assert "detail" in response.json()
+
+
+# --- DICOMweb --------------------------------------------------------------------------------------
+
+
+def test_it_has_an_expectation_for_every_dicomweb_operation() -> None:
+    print(f"\nDICOMweb access matrix: {len(DICOMWEB_OPERATIONS)} operations, {len(DICOMWEB_CELLS)} cells")
+    assert {(o.name, o.method) for o in DICOMWEB_OPERATIONS} == DICOMWEB_EXPECTED.keys()
+
+
+def _dicomweb_kwargs(cell: Cell, world: World) -> dict[str, str]:
+    if not cell.operation.has_object:
+        return {}
+    image = world.site(cell.site).image
+    uids = {"study": image.study.study_instance_uid, "series": image.series_instance_uid,
+            "instance": image.sop_instance_uid}  # fmt: skip
+    return dict(list(uids.items())[: cell.operation.path.count("{}")])  # the route's UIDs, study first
+
+
+STOW_BOUNDARY = "matrix-boundary"
+
+
+def _stow_body() -> bytes:
+    return (
+        f"--{STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + dicom_bytes()
+        + f"\r\n--{STOW_BOUNDARY}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("cell", DICOMWEB_CELLS, ids=str)
+def test_it_answers_each_role_on_dicomweb_as_the_matrix_says(
+    cell: Cell, world: World, api, tech, rad, admin_user
+) -> None:
+    # Given a user of DEMO in the cell's role, and DICOM images (with a series) at DEMO and NORTH
+    from cases.models import Image
+
+    for place in (world.demo, world.north):
+        Image.objects.filter(pk=place.image.pk).update(series_instance_uid=f"1.2.826.0.1.3680043.12.{place.image.pk}")
+        place.image.refresh_from_db()
+    user = {"anon": None, "tech": tech, "rad": rad, "admin": admin_user}[cell.role]
+    url = reverse(f"dicomweb:{cell.operation.name}", kwargs=_dicomweb_kwargs(cell, world))
+
+    # When the user calls the operation (STOW-RS: one instance for DEMO)
+    client = api(user)
+    if cell.operation.method == "post":
+        content_type = f'multipart/related; type="application/dicom"; boundary={STOW_BOUNDARY}'
+        response = client.post(f"{url}?site=DEMO", _stow_body(), content_type=content_type)
+    else:
+        response = client.get(url)
+
+    # Then the status is the matrix's, and errors are JSON with a detail
+    expected = expected_status(cell.operation, cell.role, cell.site, DICOMWEB_EXPECTED)
+    assert response.status_code == expected, (
+        cell,
+        response.get("Content-Type"),
+        getattr(response, "content", b"")[:200],
+    )
     if expected in (401, 403, 404):
         assert "detail" in response.json()
