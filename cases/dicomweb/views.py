@@ -38,6 +38,7 @@ from cases.dicomweb import multipart, qido, transcode
 from cases.dicomweb.json_model import CANNOT_UNDERSTAND, FailedRef, StoredRef, header_uids, metadata_json, stow_response
 from cases.edges import drawn, no_store, png_response
 from cases.ingest import DUPLICATE, STORED, IncomingFile, studies_ingest
+from cases.middleware_limits import declared_length
 from cases.models import Image, Site
 from cases.pictures import render_image_png
 
@@ -167,10 +168,7 @@ class StudiesView(DicomwebView):
         parts = _StowParts(
             multipart.iter_parts(request._request, boundary, part_limit=settings.PNEUMO_MAX_UPLOAD_BYTES)
         )
-        try:
-            report = studies_ingest(files=parts.incoming(), site=site, user=request.user, request=request._request)
-        except multipart.MultipartError as error:
-            raise ParseError(str(error)) from error
+        report = studies_ingest(files=parts.incoming(), site=site, user=request.user, request=request._request)
         return self.stow_answer(parts, report.files)
 
     def stow_answer(self, parts: _StowParts, outcomes: list) -> HttpResponse:
@@ -189,6 +187,10 @@ class StudiesView(DicomwebView):
             url = self.url(study=image.study.study_instance_uid, series=image.series_instance_uid,
                            instance=image.sop_instance_uid) if image.series_instance_uid else ""  # fmt: skip
             stored.append((image, StoredRef(image.sop_class_uid, image.sop_instance_uid, url)))
+        if parts.malformed and not parts.ingested and not parts.failed:
+            raise ParseError(parts.malformed)
+        if parts.malformed:  # the parts before the break were stored: say so, and that the rest failed
+            failed.append(FailedRef("", "", reason=CANNOT_UNDERSTAND))
         if not stored and not failed:
             raise ParseError("The body holds no instance.")
         study_uids = {image.study.study_instance_uid for image, _ in stored}
@@ -201,7 +203,8 @@ def _stow_boundary(request: Request) -> str:
     media_type, params = multipart.media_type_of(request.META.get("CONTENT_TYPE", ""))
     if media_type != "multipart/related" or params.get("type", "").lower() != DICOM:
         raise UnsupportedMediaType()
-    if not request.META.get("CONTENT_LENGTH") and request.META.get("HTTP_TRANSFER_ENCODING"):
+    # Django reads no body without a Content-Length (waitress and nginx de-chunk first; runserver does not).
+    if not declared_length(request._request) and request.META.get("HTTP_TRANSFER_ENCODING"):
         raise LengthRequired()
     return params.get("boundary", "")
 
@@ -213,8 +216,16 @@ class _StowParts:
         self.parts = parts
         self.failed: list[FailedRef] = []
         self.ingested: list[tuple[str, bytes]] = []
+        self.malformed = ""
 
     def incoming(self) -> Iterator[IncomingFile]:
+        try:
+            yield from self._incoming()
+        except multipart.MultipartError as error:
+            logger.info("STOW-RS body malformed: %s", error)
+            self.malformed = str(error)
+
+    def _incoming(self) -> Iterator[IncomingFile]:
         for number, part in enumerate(self.parts, start=1):
             head = part.file.read(HEAD_BYTES)
             part.file.seek(0)
