@@ -95,14 +95,20 @@ def _patient(study: Study) -> dict:
     return resource
 
 
-def _human_name(dicom_name: str) -> dict:
-    """A DICOM-style "Family^Given" name (as ingest keeps it), or free text from the upload form."""
-    if "^" not in dicom_name:
-        return {"text": dicom_name}
-    family, _, rest = dicom_name.partition("^")
-    given = [part for part in rest.split("^")[:1] if part]
-    name = {"text": " ".join([*given, family]).strip(), "family": family} if family else {"text": " ".join(given)}
-    return {**name, "given": given} if given else name
+def _human_name(name: str) -> dict:
+    """Ingest keeps DICOM names readable ("Family, Given"); older rows and tests hold "Family^Given"."""
+    if "^" in name:
+        family, _, rest = name.partition("^")
+        given = rest.split("^")[0]
+    elif name.count(",") == 1 and " = " not in name:  # one alphabetic group: the comma is readable_person_name's
+        family, _, given = name.partition(",")
+    else:  # free text from the upload form, or ideographic groups: shown as written
+        return {"text": name}
+    family, given = family.strip(), given.strip()
+    parts = {"family": family} if family else {}
+    if given:
+        parts["given"] = given.split()
+    return {"text": " ".join(p for p in (given, family) if p), **parts}
 
 
 def _imaging_study(study: Study, images: Sequence[Image]) -> dict:

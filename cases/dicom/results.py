@@ -58,9 +58,10 @@ from pydicom.valuerep import DT
 from cases.imaging import decode
 from cases.imaging.windowing import full_range_window, window_to_uint8
 from cases.pictures import MAX_OVERLAY_SIZE, heatmap_colours, upscale_bilinear
+from inference import display
 
 if TYPE_CHECKING:
-    from cases.models import Review
+    from cases.models import Review, Site
     from inference.models import Prediction
 
 MANUFACTURER = "Pneumo"
@@ -71,7 +72,6 @@ REPORT_SERIES = "Pneumo report"
 SERIES_NUMBERS = {AI_RESULT_SERIES: 9001, HEATMAP_SERIES: 9002, REPORT_SERIES: 9003}
 
 IN_DOMAIN, OUTSIDE_DOMAIN, NOT_CHEST_XRAY = "in_domain", "outside_domain", "not_chest_xray"
-NO_RESULT_TEXT = "No AI result: this image does not look like a chest X-ray"
 NOT_CONFIRMED_TEXT = "AI result, not confirmed by a radiologist"
 
 # --- Codes -------------------------------------------------------------------------------------
@@ -134,10 +134,11 @@ class AiResult:
     heatmap: list[list[float]] | None
     muted: bool
     muted_reason: str = ""
+    no_result_reason: str = ""  # why there is no probability (no chest X-ray, or withheld at the site)
 
     @property
     def has_result(self) -> bool:
-        return self.domain != NOT_CHEST_XRAY and self.probability is not None
+        return self.domain != NOT_CHEST_XRAY and self.probability is not None and not self.no_result_reason
 
 
 @dataclass(frozen=True)
@@ -159,24 +160,41 @@ class SignedReport:
 # --- Adapters from the models ------------------------------------------------------------------
 
 
-def ai_result_from_prediction(prediction: Prediction) -> AiResult:
-    """The dataclass of a succeeded prediction (reads its attributes and its model version only)."""
-    from inference import display
+def ai_result_from_prediction(prediction: Prediction, *, site: Site | None = None) -> AiResult:
+    """The dataclass of a succeeded prediction, as ``inference.display`` shows it at ``site``.
 
+    ``site`` defaults to the image's: a site that runs no AI outside validated use
+    gets its muted results as no result here too (no probability, no capture).
+    Reads the prediction's attributes, its model version and that site only.
+    """
     version = prediction.model_version
-    muted = display.prediction_is_muted(prediction)
+    if site is None and prediction.image_id is not None:
+        site = prediction.image.site
+    shown = display.prediction_shown(prediction, site=site) if site is not None else None
+    withheld = shown is not None and shown.kind == display.WITHHELD
+    no_result = display.prediction_has_no_result(prediction) or withheld
+    muted = display.prediction_is_muted(prediction) and not withheld
     return AiResult(
-        probability=None if display.prediction_has_no_result(prediction) else prediction.probability,
+        probability=None if no_result else prediction.probability,
         threshold=prediction.threshold if prediction.threshold is not None else version.threshold,
-        label=prediction.label,
+        label="" if no_result else prediction.label,
         domain=prediction.domain,
         domain_reason=prediction.domain_reason,
         model_name=version.name,
         model_sha256=version.sha256,
-        heatmap=prediction.heatmap or None,
+        heatmap=None if no_result else prediction.heatmap or None,
         muted=muted,
         muted_reason=display.prediction_muted_reason(prediction) if muted else "",
+        no_result_reason=(display.NO_RESULT_OUTSIDE_USE if withheld else display.NO_RESULT_NOT_CHEST)
+        if no_result
+        else "",
     )
+
+
+def _no_result_reason(*, no_result: bool, withheld: bool) -> str:
+    if not no_result:
+        return ""
+    return display.NO_RESULT_OUTSIDE_USE if withheld else display.NO_RESULT_NOT_CHEST
 
 
 def signed_report_from_review(review: Review, *, amends: Dataset | None = None) -> SignedReport:
@@ -258,7 +276,7 @@ def _ai_notes(group: hd.sr.MeasurementsAndQualitativeEvaluations, result: AiResu
     """Free-text qualitative evaluations (TID 1501 allows TEXT ones): why a result is muted, or absent."""
     notes = [NOT_CONFIRMED_TEXT]
     if not result.has_result:
-        notes.append(NO_RESULT_TEXT)
+        notes.append(result.no_result_reason or display.NO_RESULT_NOT_CHEST)
     elif result.muted:
         notes.append(result.muted_reason or "AI not validated for this image")
     if result.domain_reason:

@@ -180,6 +180,17 @@ def test_it_withholds_a_muted_result_where_the_site_runs_no_ai_outside_validated
     assert observation["dataAbsentReason"]["coding"][0]["code"] == "not-permitted"
 
 
+@pytest.mark.django_db
+def test_it_names_the_patient_from_the_readable_dicom_name(fresh, api, rad) -> None:
+    study, _ = fresh()
+    study.patient.name = "DOE, JANE MARIE"
+    study.patient.save()
+
+    (name,) = _one(_bundle(api(rad), study), "Patient")["name"]
+
+    assert name == {"text": "JANE MARIE DOE", "family": "DOE", "given": ["JANE", "MARIE"]}
+
+
 def test_it_hides_another_sites_study_and_refuses_the_anonymous(world, api, rad) -> None:
     assert api(rad).get(_url(world.north.awaiting)).status_code == 404
     assert api(None).get(_url(world.demo.awaiting)).status_code == 401

@@ -393,3 +393,21 @@ def _bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def test_it_gives_no_result_where_the_site_withholds_muted_results(tmp_path: Path) -> None:
+    # A site that runs no AI outside validated use sees a muted result as no result: so does its PACS.
+    from cases.models import Site
+
+    site = Site(code="X", name="X", ai_outside_validated_use=False)
+    result = ai_result_from_prediction(_prediction(domain="outside_domain"), site=site)
+    source = _source("cr")
+
+    sr = ai_result_sr(source, result, pneumo_version=VERSION)
+
+    assert result.probability is None and not result.has_result and not result.muted
+    assert heatmap_secondary_capture(source, result, pneumo_version=VERSION) is None
+    assert "122157" not in _numbers(sr) and "233604007" not in _coded(sr)
+    assert any(text.startswith("No AI result: this image is outside") for text in _texts(sr))
+    if shutil.which(DCIODVFY):
+        assert not _dciodvfy_errors(_written(sr, tmp_path, "withheld"))[0]
