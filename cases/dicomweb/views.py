@@ -70,6 +70,7 @@ class LengthRequired(APIException):
 
 
 class DicomwebView(APIView):
+    schema = None  # DICOMweb is specified by PS3.18 (and its conformance), not by the API's OpenAPI document
     authentication_classes = [ExpiringTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [ApiUserThrottle]
