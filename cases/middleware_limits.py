@@ -38,7 +38,8 @@ def too_large_message(length: int) -> str:
 
 
 def wants_json(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+    # DICOMweb clients send no JSON Accept with STOW-RS, yet read their errors as JSON like the API's.
+    return request.path.startswith(("/api/", "/dicomweb/")) or "application/json" in request.headers.get("Accept", "")
 
 
 class RequestSizeLimitMiddleware:
