@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless
 
 from cases.dicom.results import (
     AI_RESULT_SERIES,
@@ -84,8 +85,10 @@ def _report(**fields) -> SignedReport:
 
 
 # Sources: a full CR header; a CR header without StudyID, AccessionNumber, PatientBirthDate, PatientSex and
-# StudyTime (as real ones come); a DX with an orientation, 12 bits, MONOCHROME1 and a window of its own.
+# StudyTime (as real ones come); a DX with an orientation, 12 bits, MONOCHROME1 and a window of its own;
+# a CR in JPEG 2000, as many PACS store them.
 SOURCES = {
+    "cr-j2k": {"source": 10, "transfer_syntax": JPEG2000Lossless, "bits": 12},
     "cr": {"source": 9},
     "cr-bare": {"source": 3, "accession_number": None, "sex": None, "remove": ("StudyTime",)},
     "dx-mono1": {
@@ -150,6 +153,10 @@ def _numbers(ds: Dataset) -> dict[str, tuple[float, str]]:
         for i in _items(ds)
         if i.ValueType == "NUM"
     }
+
+
+def _concepts(ds: Dataset) -> set[str]:
+    return {i.ConceptNameCodeSequence[0].CodeValue for i in _items(ds)}
 
 
 def _texts(ds: Dataset) -> list[str]:
@@ -271,10 +278,15 @@ def test_it_adds_missing_type_2_attributes_empty_and_invents_no_orientation() ->
     assert sc.AccessionNumber == "" and sc.PatientOrientation == ""
 
 
-def test_it_copies_the_sources_orientation() -> None:
-    sc = heatmap_secondary_capture(_source("dx-mono1"), RESULTS["positive"], pneumo_version=VERSION)
+def test_it_copies_the_sources_orientation_and_describes_it_in_an_image_library() -> None:
+    source = _source("dx-mono1")
+    sc = heatmap_secondary_capture(source, RESULTS["positive"], pneumo_version=VERSION)
+    sr = ai_result_sr(source, RESULTS["positive"], pneumo_version=VERSION)
+    bare = ai_result_sr(_source("cr"), RESULTS["positive"], pneumo_version=VERSION)
 
     assert list(sc.PatientOrientation) == ["L", "F"]
+    library = "111028"  # DCM Image Library: highdicom's needs the orientation, so only when the source has one
+    assert library in _concepts(sr) and library not in _concepts(bare)
 
 
 def test_it_gives_the_same_result_the_same_instance_and_a_changed_one_a_new_one() -> None:
