@@ -11,7 +11,19 @@ from cases.api.tokens import token_revoke, tokens_revoke_all
 from cases.audit import audit_record
 from cases.audit_export import audit_export_action
 from cases.identifiers import IdentifierValidator
-from cases.models import ApiToken, AuditEvent, Image, Patient, Review, Site, Study, User
+from cases.models import (
+    ApiToken,
+    AuditEvent,
+    DicomPeer,
+    Image,
+    OutboxItem,
+    Patient,
+    ResultDestination,
+    Review,
+    Site,
+    Study,
+    User,
+)
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -293,3 +305,67 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
+
+
+# --- The DICOM network -------------------------------------------------------------------------
+
+
+@admin.register(DicomPeer)
+class DicomPeerAdmin(AuditedAdmin):
+    """Who may send images to the DICOM listener; read at each association, so a change needs no restart."""
+
+    list_display = ("ae_title", "site", "description", "created_at")
+    list_filter = ("site",)
+    search_fields = ("ae_title", "description")
+
+
+@admin.register(ResultDestination)
+class ResultDestinationAdmin(AuditedAdmin):
+    list_display = (
+        "ae_title",
+        "host",
+        "port",
+        "active",
+        "send_ai_sr",
+        "send_secondary_capture",
+        "send_report_sr",
+        "all_sites",
+        "from_settings",
+    )
+    list_filter = ("active", "all_sites", "from_settings")
+    filter_horizontal = ("sites",)
+    readonly_fields = ("from_settings", "created_at")
+
+
+@admin.register(OutboxItem)
+class OutboxItemAdmin(admin.ModelAdmin):
+    """Each result object per destination: pending, sent, or failed with the reason; resend from here."""
+
+    list_display = ("pk", "kind", "state", "destination", "study", "attempts", "next_attempt_at", "sent_at", "error")
+    list_filter = ("state", "kind", "destination")
+    list_select_related = ("destination", "study")
+    search_fields = ("sop_instance_uid",)
+    readonly_fields = [f.name for f in OutboxItem._meta.concrete_fields]
+    actions = ["resend"]
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # the outbox is a record of what left Pneumo
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OutboxItem | None = None) -> bool:
+        return False
+
+    @admin.display(description="last error")
+    def error(self, obj: OutboxItem) -> str:
+        return obj.last_error[:120]
+
+    @admin.action(description="Resend the selected objects")
+    def resend(self, request: HttpRequest, queryset: QuerySet[OutboxItem]) -> None:
+        from cases.dicom.outbox import outbox_resend
+
+        count = outbox_resend(items=queryset, user=request.user, request=request)
+        self.message_user(request, f"{count} object(s) queued to be sent again.")

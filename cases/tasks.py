@@ -12,3 +12,17 @@ from pneumo.celery import acks_late_task
 @acks_late_task(name="cases.tasks.claims_expire", ignore_result=True)
 def claims_expire_task() -> int:
     return claims_expire()
+
+
+@acks_late_task(name="cases.tasks.outbox_send", ignore_result=True)
+def outbox_send_task(*, item_id: int) -> str:
+    from cases.dicom.outbox import outbox_send  # pynetdicom loads with the first result sent, not with the worker
+
+    return outbox_send(item_id=item_id)
+
+
+@acks_late_task(name="cases.tasks.outbox_sweep", ignore_result=True)
+def outbox_sweep_task() -> int:
+    from cases.dicom.outbox import outbox_sweep
+
+    return outbox_sweep()
