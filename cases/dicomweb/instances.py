@@ -14,6 +14,9 @@ stores them registers a source once at start-up::
     register_instance_source(InstanceSource(name="results", instances=result_instances,
                                             study_ids_with_modality=result_study_ids))
 
+``cases/dicomweb/outbox_source.py`` registers the outbox's stored objects this
+way (imported by the views).
+
 ``instances(study_ids)`` yields an ``Instance`` (with ``open`` returning the
 Part 10 bytes) for each stored object of those studies. The studies passed are
 ones the user may already see (``studies_for_user``), so a source needs no
@@ -64,7 +67,8 @@ class Instance:
 class InstanceSource:
     name: str
     instances: Callable[[Sequence[int]], Iterable[Instance]]
-    study_ids_with_modality: Callable[[set[str]], Iterable[int]] | None = None
+    # Study ids, best as a ``values("study_id")`` queryset: it becomes a subquery, not a list in memory.
+    study_ids_with_modality: Callable[[set[str]], Iterable[int] | QuerySet] | None = None
 
 
 _SOURCES: dict[str, InstanceSource] = {}
@@ -98,16 +102,16 @@ class StudyFilters:
 def _with_dicom_images(studies: QuerySet[Study]) -> QuerySet[Study]:
     # Subqueries, not joins: a study of two images must still be one row.
     received = Image.objects.filter(kind="dicom").exclude(series_instance_uid="").values("study_id")
-    return studies.filter(Q(pk__in=received) | Q(pk__in=_extra_study_ids(None)))
+    return studies.filter(Q(pk__in=received) | _with_results(set()))
 
 
-def _extra_study_ids(modalities: set[str] | None) -> list[int]:
-    """Studies with result objects (of these modalities; of any when None)."""
-    ids: list[int] = []
+def _with_results(modalities: set[str]) -> Q:
+    """Studies with result objects of these modalities (of any for an empty set)."""
+    found = Q(pk__in=[])
     for source in _SOURCES.values():
         if source.study_ids_with_modality is not None:
-            ids += source.study_ids_with_modality(modalities or set())
-    return ids
+            found |= Q(pk__in=source.study_ids_with_modality(modalities))
+    return found
 
 
 def studies_dicomweb(*, user: User, filters: StudyFilters) -> list[Study]:
@@ -130,7 +134,7 @@ def studies_dicomweb(*, user: User, filters: StudyFilters) -> list[Study]:
     studies = studies.filter(**exact)
     if filters.modalities:
         received = Image.objects.filter(kind="dicom", modality__in=filters.modalities).values("study_id")
-        studies = studies.filter(Q(pk__in=received) | Q(pk__in=_extra_study_ids(set(filters.modalities))))
+        studies = studies.filter(Q(pk__in=received) | _with_results(set(filters.modalities)))
     end = filters.offset + filters.limit
     return list(studies.order_by("received_at", "pk")[filters.offset : end])
 

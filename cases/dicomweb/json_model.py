@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -46,7 +47,10 @@ def dataset_json(values: Mapping[str, Any]) -> dict[str, Any]:
     """A DICOM JSON object of the given keywords; ``None`` and ``""`` become attributes without a value."""
     ds = Dataset()
     for keyword, value in values.items():
-        setattr(ds, keyword, "" if value is None else value)
+        if value is None or value == "":
+            ds.add_new(keyword, dictionary_VR(keyword), None)  # "" would not do for a number's VR
+        else:
+            setattr(ds, keyword, value)
     return ds.to_json_dict()
 
 

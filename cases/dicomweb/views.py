@@ -34,7 +34,12 @@ from cases.api.throttles import ApiUserThrottle, UploadThrottle
 from cases.api.views import _site_for, _upload_site  # the API's site rules, not a second copy
 from cases.audit import audit_record
 from cases.dicomweb import instances as found
-from cases.dicomweb import multipart, qido, transcode
+from cases.dicomweb import (
+    multipart,
+    outbox_source,  # noqa: F401 - registers result objects as instances of their study
+    qido,
+    transcode,
+)
 from cases.dicomweb.json_model import CANNOT_UNDERSTAND, FailedRef, StoredRef, header_uids, metadata_json, stow_response
 from cases.edges import drawn, no_store, png_response
 from cases.ingest import DUPLICATE, STORED, IncomingFile, studies_ingest
