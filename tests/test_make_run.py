@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
+from tests.dicom_factory import make_dicom
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +34,7 @@ def make_run_start(tmp_path: Path, port: int, **env_extra: str) -> subprocess.Po
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         MEDIA_ROOT=str(tmp_path / "media"),
         PYTHONUNBUFFERED="1",
-        **env_extra,
+        **{"PNEUMO_DICOM_PORT": str(free_port()), **env_extra},  # never 11112: another run may be listening there
     )
     return subprocess.Popen(
         [sys.executable, "scripts/run.py"],
@@ -96,7 +99,26 @@ def test_it_runs_the_whole_site_with_the_demo_set_and_stops_every_child_on_ctrl_
         assert worklist.count('class="pnum"') == 10
         assert rad.get(f"{base}/favicon.ico", timeout=10).headers["Content-Type"] == "image/x-icon"
         children = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)]
-        assert len(children) == 4  # redis, worker, beat, web
+        assert len(children) == 5  # redis, worker, beat, web, dicom
+
+        # A film sent by a modality to the DICOM listener reaches the worklist with its AI result.
+        dicom_port = int(re.search(r"DICOM listener: AE PNEUMO on 127\.0\.0\.1:(\d+)", text)[1])
+        film = tmp_path / "film.dcm"
+        film.write_bytes(make_dicom(9, patient_id="SENT-BY-DICOM", study_uid=generate_uid(), sop_uid=generate_uid()))
+        sent = subprocess.run(
+            ["storescu", "-aet", "XRAY1", "-aec", "PNEUMO", "127.0.0.1", str(dicom_port), str(film)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            worklist = rad.get(f"{base}/worklist/", timeout=10).text
+            if worklist.count('class="pnum"') == 11:
+                break
+            time.sleep(1)
+        assert worklist.count('class="wl-row') == 12 and worklist.count('class="pnum"') == 11
     finally:
         launcher.send_signal(signal.SIGINT)
         launcher.wait(timeout=60)
@@ -104,3 +126,16 @@ def test_it_runs_the_whole_site_with_the_demo_set_and_stops_every_child_on_ctrl_
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_it_stops_before_starting_anything_when_the_dicom_port_is_taken(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        dicom_port = taken.getsockname()[1]
+        launcher = make_run_start(tmp_path, free_port(), PNEUMO_DICOM_PORT=str(dicom_port))
+        output, _ = launcher.communicate(timeout=60)
+
+    assert launcher.returncode != 0
+    assert f"127.0.0.1:{dicom_port}" in output and "PNEUMO_DICOM_PORT" in output
+    assert "started" not in output

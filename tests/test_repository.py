@@ -53,7 +53,8 @@ def test_it_lets_only_nginx_reach_web_in_the_compose_deployment(tmp_path) -> Non
     result = _compose_config(tmp_path)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert [name for name, service in services.items() if service.get("ports")] == ["nginx"]
+    # Besides nginx only the DICOM listener is published: modalities and the PACS must reach it.
+    assert {name for name, service in services.items() if service.get("ports")} == {"nginx", "dicom"}
     nginx, web = services["nginx"], services["web"]
     assert "web" in nginx["depends_on"]
     assert "/etc/nginx/nginx.conf" in {_mount_target(v) for v in nginx["volumes"]}
