@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from cases.dicom.addresses import ae_addresses_parse  # stdlib only: no Django, no pydicom
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -285,6 +287,10 @@ PNEUMO_DICOM_TLS_KEY_FILE = envstr("PNEUMO_DICOM_TLS_KEY_FILE")
 PNEUMO_DICOM_DEFAULT_SITE = envstr("PNEUMO_DICOM_DEFAULT_SITE")
 # "AET@host:port,...": C-STORE destinations that receive every result object of every site.
 PNEUMO_RESULT_DESTINATIONS = envstr("PNEUMO_RESULT_DESTINATIONS")
+try:  # read once here, so that a typo stops start-up rather than the first result sent
+    ae_addresses_parse(PNEUMO_RESULT_DESTINATIONS, variable="PNEUMO_RESULT_DESTINATIONS")
+except ValueError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
 PNEUMO_RESULT_RETRY_MAX_SECONDS = envint("PNEUMO_RESULT_RETRY_MAX_SECONDS", 300, minimum=10)
 PNEUMO_RESULT_RETRY_HOURS = envint("PNEUMO_RESULT_RETRY_HOURS", 72, minimum=1)
 

@@ -36,7 +36,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from cases.audit import audit_record
-from cases.dicom.network import ae_addresses_parse
+from cases.dicom.addresses import ae_addresses_parse
 from cases.models import Image, OutboxItem, OutboxState, ResultDestination, ResultObject, Review, Study, User
 
 if TYPE_CHECKING:
@@ -150,15 +150,23 @@ def outbox_queue_for_prediction(prediction: Prediction) -> list[OutboxItem]:
         return []
     if not any(destinations_for(study=image.study, kind=kind).exists() for kind in kinds):
         return []  # nothing is built for nobody
+    try:
+        objects = _prediction_objects(prediction, source_dataset(image))
+    except Exception:  # a header the builders cannot describe must never cost the prediction itself
+        logger.exception("the result objects of prediction %s could not be built", prediction.pk)
+        return []
+    return outbox_queue(study=image.study, image=image, objects=objects, prediction=prediction)
+
+
+def _prediction_objects(prediction: Prediction, source: Dataset) -> list[ResultDicom]:
     from cases.dicom import results
 
-    source = source_dataset(image)
     result = results.ai_result_from_prediction(prediction)
     objects = [ResultDicom(ResultObject.AI_SR, results.ai_result_sr(source, result, pneumo_version=pneumo_version()))]
     capture = results.heatmap_secondary_capture(source, result, pneumo_version=pneumo_version())
     if capture is not None:  # none for an image that is no chest X-ray
         objects.append(ResultDicom(ResultObject.SECONDARY_CAPTURE, capture))
-    return outbox_queue(study=image.study, image=image, objects=objects, prediction=prediction)
+    return objects
 
 
 def outbox_queue_for_review(review: Review) -> list[OutboxItem]:
@@ -168,9 +176,13 @@ def outbox_queue_for_review(review: Review) -> list[OutboxItem]:
         return []
     from cases.dicom import results
 
-    amends = _report_dataset(review.supersedes) if review.supersedes_id else None
-    report = results.signed_report_from_review(review, amends=amends)
-    dataset = results.report_sr(source_dataset(image), report, pneumo_version=pneumo_version())
+    try:
+        amends = _report_dataset(review.supersedes) if review.supersedes_id else None
+        report = results.signed_report_from_review(review, amends=amends)
+        dataset = results.report_sr(source_dataset(image), report, pneumo_version=pneumo_version())
+    except Exception:  # the signature stands whatever the source header holds
+        logger.exception("the report SR of review %s could not be built", review.pk)
+        return []
     return outbox_queue(
         study=review.study, image=image, objects=[ResultDicom(ResultObject.REPORT_SR, dataset)], review=review
     )

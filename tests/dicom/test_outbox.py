@@ -274,6 +274,53 @@ def test_it_sends_the_signed_report_sr_after_signing(study, to_orthanc, orthanc,
     assert item.sop_instance_uid in orthanc.instance_uids()
 
 
+def test_it_sends_an_amendment_as_a_new_report_sr_naming_the_one_it_replaces(study, to_orthanc, orthanc, rad):
+    signed = {"study": study, "radiologist": rad, "agreement": "no_ai", "signed_at": timezone.now()}
+    first = Review.objects.create(finding="pneumonia", report_text="Consolidation.", **signed)
+    [sent_first] = outbox.outbox_queue_for_review(first)
+    amendment = Review.objects.create(
+        finding="no_pneumonia", version=2, supersedes=first, amendment_reason="Re-read", **signed
+    )
+
+    [sent_amendment] = outbox.outbox_queue_for_review(amendment)
+
+    assert sent_amendment.sop_instance_uid != sent_first.sop_instance_uid
+    written = dcmread(default_storage.open(sent_amendment.file.name))
+    predecessors = {
+        ref.ReferencedSOPInstanceUID
+        for study_ref in written.PredecessorDocumentsSequence
+        for series in study_ref.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert predecessors == {sent_first.sop_instance_uid}
+    for item in (sent_first, sent_amendment):
+        assert outbox_send(item_id=item.pk) == OutboxState.SENT
+    assert orthanc.instance_uids() == {sent_first.sop_instance_uid, sent_amendment.sop_instance_uid}
+
+
+def test_it_stops_start_up_on_a_destination_it_cannot_read() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import pneumo.settings"],
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "1", "PNEUMO_RESULT_DESTINATIONS": "PACS@pacs:104,ARCHIVE@archive"},
+        cwd=settings_root(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode != 0
+    assert "PNEUMO_RESULT_DESTINATIONS: 'ARCHIVE@archive' is not AET@host:port" in done.stderr
+
+
+def settings_root():
+    from django.conf import settings
+
+    return settings.BASE_DIR
+
+
 def test_it_resends_from_the_admin_and_audits_it(study, db, client, admin_user) -> None:
     admin_user.is_superuser = True
     admin_user.save()
