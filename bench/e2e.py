@@ -213,15 +213,16 @@ def _standalone(payloads: list[tuple[str, bytes]]) -> float:
     os.environ.setdefault("DEBUG", "1")
     django.setup()
     from cases.imaging import decode
-    from inference import runtime
-    from inference.registry import active_model_version
+    from inference.registry import active_model_versions
+    from inference.routing import route_image
+    from inference.scope import image_scope_routed
 
-    # The version the running site serves (its database), with its preprocessing.
-    classifier = runtime.classifier_for(active_model_version())
+    # The versions the running site serves (its database), each image routed as the worker routes it.
+    actives = active_model_versions()
     started = time.perf_counter()
     for name, data in payloads:
-        image = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000).model_image
-        classifier.predict(image)
+        decoded = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000)
+        image_scope_routed(decoded.model_image, route=route_image(decoded.metadata.age_years, actives))
     return time.perf_counter() - started
 
 
@@ -321,11 +322,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pneumo.settings")
 django.setup()
 import inference.tasks  # what the Celery main process has imported before it forks
 from inference import runtime
-from inference.registry import active_model_version
+from inference.registry import active_model_versions
 from tests.dicom_factory import make_dicom
 from cases.imaging import decode
 image = decode(make_dicom(8, shape=(1024, 1024)), filename="x.dcm", max_bytes=2**28, max_pixels=6e7).model_image
-version = active_model_version()
+version = active_model_versions()["paediatric"]
 read, write = os.pipe()
 started = time.perf_counter()
 pid = os.fork()

@@ -54,7 +54,6 @@ from inference.model_input import input_grid_make
 if TYPE_CHECKING:
     from django.core.files.uploadedfile import UploadedFile
 
-    from inference.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ study at once; the server, not the client, derives agreement with the AI.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +22,8 @@ from cases.services import study_transition
 from cases.states import StudyStatus
 from inference.display import study_is_muted
 from inference.models import AiLabel
+
+logger = logging.getLogger(__name__)
 
 S = StudyStatus
 
@@ -172,9 +175,11 @@ def _files_intact(study: Study) -> None:
 
 
 def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> Review:
-    from inference.registry import active_model_version
+    from inference.selectors import study_ai_prediction
 
     ai_label, muted = ai_label_of(study), study_is_muted(study)
+    # The version of the prediction behind what the reader was shown, not whatever is active now.
+    shown = study_ai_prediction(study=study) if ai_label or muted else None
     agreement = agreement_of(reading.finding, ai_label, muted=muted)
     # A muted result keeps its probability and domain on the review, as the reader saw them.
     return Review.objects.create(
@@ -184,7 +189,7 @@ def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> 
         ai_label=ai_label,
         ai_probability=study.ai_muted_probability if muted else study.ai_probability,
         ai_domain=study.ai_domain if ai_label or muted else None,
-        model_version=active_model_version() if ai_label or muted else None,
+        model_version=shown.model_version if shown is not None else None,
         agreement=agreement,
         reason=_validate(reading, agreement),
         report_text=reading.report.strip(),
@@ -224,6 +229,7 @@ def review_sign(*, study_id: int, user: User, reading: ReadingInput, request: Ht
             study_id=study.pk,
             agreement=review.agreement,
         )
+        transaction.on_commit(lambda: _report_send(review.pk))
     return review
 
 
@@ -277,4 +283,15 @@ def review_amend(
             study_id=study.pk,
             version=review.version,
         )
+        transaction.on_commit(lambda: _report_send(review.pk))
     return review
+
+
+def _report_send(review_id: int) -> None:
+    """The signed report SR goes to the site's PACS (cases.dicom.outbox); the signature stands whatever happens."""
+    from cases.dicom.outbox import outbox_queue_for_review
+
+    try:
+        outbox_queue_for_review(Review.objects.select_related("study__site", "radiologist").get(pk=review_id))
+    except Exception:
+        logger.exception("could not queue the report SR of review %s", review_id)

@@ -44,8 +44,8 @@ from cases.worklist import (
 )
 from inference.display import domain_label, prediction_shown, study_is_muted
 from inference.models import Prediction, PredictionStatus
-from inference.registry import active_model_version
-from inference.selectors import prediction_has_heatmap, predictions_current_by_image
+from inference.registry import active_model_versions
+from inference.selectors import prediction_has_heatmap, predictions_current_by_image, study_ai_prediction
 
 FILTERS_SESSION_KEY = "pneumo_worklist_filters"
 POLL_SECONDS = 1  # the version check is one indexed query; rows are fetched only on change
@@ -104,10 +104,11 @@ def _worklist_page(request: HttpRequest, form: WorklistFilterForm) -> tuple[Page
 
 
 def _rows_context(form: WorklistFilterForm, rows: list) -> dict:
-    model = active_model_version()
+    # One tick on the probability bars when one threshold applies to every row (one active version).
+    actives = list(active_model_versions().values())
     return {
         "rows": rows,
-        "threshold_pct": round(model.threshold * 100) if model else None,
+        "threshold_pct": round(actives[0].threshold * 100) if len(actives) == 1 else None,
         "sites_count": len(form.fields["site"].choices) - 1,
         "filters_active": form.worklist_filters().active,
     }
@@ -259,6 +260,7 @@ def _study_context(
     predictions = predictions_current_by_image(study=study)
     images = [_image_item(image, predictions.get(image.pk), site=study.site) for image in study.images.all()]
     history = list(selectors.reviews_for_study(study=study))
+    ai_prediction = study_ai_prediction(study=study)
     can_review = selectors.user_can_review(user=user)
     mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
     by_other = study.status == StudyStatus.IN_REVIEW and not mine and reviews.claim_is_live(study)
@@ -274,7 +276,8 @@ def _study_context(
         "priors": _priors(request, study),
         "ai_label": reviews.ai_label_of(study),
         "ai_muted": study_is_muted(study),
-        "active_model": active_model_version(),
+        "ai_prediction": ai_prediction,
+        "ai_model": ai_prediction.model_version if ai_prediction else None,
         "can_review": can_review,
         "claimed_by_me": mine,
         "to_claim": to_claim,

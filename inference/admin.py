@@ -38,8 +38,17 @@ class ModelVersionForm(forms.ModelForm):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     form = ModelVersionForm
-    list_display = ("name", "version", "is_active", "threshold", "parity_passed", "parity_max_diff", "created_at")
-    list_filter = ("is_active", "parity_passed")
+    list_display = (
+        "name",
+        "version",
+        "population",
+        "is_active",
+        "threshold",
+        "parity_passed",
+        "parity_max_diff",
+        "created_at",
+    )
+    list_filter = ("population", "is_active", "parity_passed")
     search_fields = ("name", "sha256")
     actions = ["prepare", "activate"]
 

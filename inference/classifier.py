@@ -178,6 +178,20 @@ def raw_gradcam(feature_map: np.ndarray, head: Head) -> np.ndarray:
     return np.maximum(a @ alpha, 0.0)
 
 
+def head_logits(pooled: np.ndarray, head: Head) -> np.ndarray:
+    """``N x 2`` logits of the dense head on ``N x 2048`` pooled features (Dropout is identity at inference)."""
+    hidden = np.maximum(np.asarray(pooled, dtype=np.float32) @ head.w1 + head.b1, 0.0)
+    return hidden @ head.w2 + head.b2
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Another version's head on the same feature map, with its own Grad-CAM display scale."""
+
+    head: Head
+    heatmap_scale: float
+
+
 def scale_heatmap(raw: np.ndarray, heatmap_scale: float) -> np.ndarray:
     if heatmap_scale <= 0:
         raise ValueError("heatmap_scale must be positive")
@@ -227,6 +241,7 @@ class LiteRTClassifier:
         self._interpreter: Interpreter | None = None
         self._owner_pid: int | None = None
         self._batch_size = 0
+        self._last_feature_map: np.ndarray | None = None
 
     def _get_interpreter(self) -> Interpreter:
         if self._interpreter is None or self._owner_pid != os.getpid():
@@ -280,6 +295,8 @@ class LiteRTClassifier:
         batch = np.concatenate([preprocess(image, self.preprocessing) for image in images])
         t1 = time.perf_counter()
         feature_maps, logits = self.run(batch)
+        # The last image's map, kept for the other heads of predict_heads (this process's own copy).
+        self._last_feature_map = feature_maps[-1]
         t2 = time.perf_counter()
         heatmaps = [self._heatmap(fm) if heatmap else None for fm in feature_maps]
         t3 = time.perf_counter()
@@ -302,3 +319,37 @@ class LiteRTClassifier:
 
     def _heatmap(self, feature_map: np.ndarray) -> np.ndarray:
         return scale_heatmap(raw_gradcam(feature_map, self.head), self.heatmap_scale)
+
+    def predict_heads(
+        self, image: np.ndarray | Image.Image, *, heads: Sequence[HeadSpec], heatmap: bool = True
+    ) -> list[ClassifierOutput]:
+        """This model's result, then each other head's, from one forward pass of the shared feature map.
+
+        Versions that put a new head on the same frozen base and preprocessing compute the same
+        feature map, so routing an image among them costs one pass and a few NumPy products.
+        """
+        own = self.predict(image, heatmap=heatmap)
+        if not heads:
+            return [own]
+        feature_map = self._last_feature_map
+        results = [own]
+        for spec in heads:
+            t0 = time.perf_counter()
+            logits = head_logits(own.pooled_features[np.newaxis], spec.head)
+            probability = float(softmax(logits)[0, PNEUMONIA_INDEX])
+            t1 = time.perf_counter()
+            grid = scale_heatmap(raw_gradcam(feature_map, spec.head), spec.heatmap_scale) if heatmap else None
+            results.append(
+                ClassifierOutput(
+                    probability=probability,
+                    logits=(float(logits[0, 0]), float(logits[0, 1])),
+                    heatmap=grid,
+                    input_sha256=own.input_sha256,
+                    preprocess_ms=own.preprocess_ms,
+                    inference_ms=own.inference_ms + (t1 - t0) * 1000,
+                    heatmap_ms=(time.perf_counter() - t1) * 1000,
+                    preprocessing_version=own.preprocessing_version,
+                    pooled_features=own.pooled_features,
+                )
+            )
+        return results

@@ -63,6 +63,19 @@ def model_input(path: Path, max_bytes: int, max_pixels: int) -> np.ndarray | Non
         return None
 
 
+def routed_input(path: Path, max_bytes: int, max_pixels: int) -> tuple[np.ndarray, float | None] | None:
+    """The model image and the patient's age in years as the site reads it (None: unknown); None when undecodable."""
+    from cases.imaging import decode
+
+    try:
+        decoded = decode(path.read_bytes(), filename=path.name, max_bytes=max_bytes, max_pixels=max_pixels)
+    except DecodeError:
+        return None
+    if decoded.model_image is None:
+        return None
+    return decoded.model_image, decoded.metadata.age_years
+
+
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with ties counted half)."""
     positives, negatives = scores[labels == 1], scores[labels == 0]
@@ -99,8 +112,10 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    predicted = scores >= threshold
+def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray) -> dict:
+    """The figures at ``threshold``: one number, or each image's own (images routed to different versions)."""
+    per_image = np.ndim(threshold) > 0
+    predicted = scores >= np.asarray(threshold)
     tp = int((predicted & (labels == 1)).sum())
     fn = int((~predicted & (labels == 1)).sum())
     tn = int((~predicted & (labels == 0)).sum())
@@ -108,7 +123,7 @@ def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     return {
         "n": len(labels),
         "auc": auc(labels, scores),
-        "threshold": threshold,
+        "threshold": None if per_image else threshold,
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "ppv": _ratio(tp, tp + fp),

@@ -19,6 +19,13 @@ MODEL_NAME_VALIDATOR = RegexValidator(
 )
 
 
+class Population(models.TextChoices):
+    """Whom a version is made for; each image is routed to the active version of its patient's population."""
+
+    PAEDIATRIC = "paediatric", "Paediatric"
+    ADULT = "adult", "Adult"
+
+
 class ModelVersion(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[MODEL_NAME_VALIDATOR])
     version = models.CharField(max_length=32)
@@ -48,7 +55,14 @@ class ModelVersion(models.Model):
     intended_use = models.TextField(blank=True)
     intended_min_age_years = models.FloatField(null=True, blank=True)
     intended_max_age_years = models.FloatField(null=True, blank=True)
-    intended_view = models.CharField(max_length=16, blank=True, default="AP")
+    intended_views = models.JSONField(default=list, blank=True, help_text='Validated views, e.g. ["AP", "PA"]')
+    population = models.CharField(max_length=16, choices=Population.choices, default=Population.PAEDIATRIC)
+    features_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Versions with the same key compute the same feature map (same frozen base and preprocessing): "
+        "one forward pass serves them all",
+    )
     is_active = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     converted_at = models.DateTimeField(null=True, blank=True)
@@ -56,7 +70,9 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["-is_active", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_model"),
+            models.UniqueConstraint(
+                fields=["population"], condition=models.Q(is_active=True), name="one_active_model_per_population"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -82,6 +98,14 @@ class AiDomain(models.TextChoices):
     NOT_CHEST_XRAY = "not_chest_xray", "Not a chest X-ray"
 
 
+class Routing(models.TextChoices):
+    """How a prediction's version was chosen (``inference.routing``)."""
+
+    AGE = "age", "By the patient's age"
+    DOMAIN = "domain", "By the image (age unknown)"
+    REQUESTED = "requested", "Requested by an admin"
+
+
 class PredictionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
@@ -102,6 +126,9 @@ class Prediction(models.Model):
     threshold = models.FloatField(null=True, blank=True, help_text="The model's threshold when it ran")
     heatmap = models.JSONField(null=True, blank=True, help_text="Grad-CAM grid, rows of values in [0, 1]")
     input_sha256 = models.CharField(max_length=64, blank=True)
+    # Blank on predictions made before routing existed (one active version).
+    routing = models.CharField(max_length=16, choices=Routing.choices, blank=True)
+    routing_reason = models.CharField(max_length=200, blank=True)
     outside_validated_use = models.BooleanField(default=False)
     outside_validated_use_reason = models.TextField(blank=True)
     # Null on predictions made before the scope check existed: "not checked".

@@ -30,7 +30,7 @@ from cases.models import AuditEvent, User
 from inference import model_package, shipped_model
 from inference.classifier import HEATMAP_SCALES, INPUT_SIZE, PREPROCESSING_VERSION, PREPROCESSINGS, preprocessing_get
 from inference.domain import CHEST, VERSION, DomainCheck, domain_check_load
-from inference.models import ModelVersion
+from inference.models import ModelVersion, Population
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +77,18 @@ FROZEN_ONCE_USED = (
     "domain_check_sha256",
     "chest_check_path",
     "chest_check_sha256",
+    # Routing and muting rest on these: who the version is for, and the ages and views it was validated on.
+    "population",
+    "intended_min_age_years",
+    "intended_max_age_years",
+    "intended_views",
+    "features_key",
 )
 # What a person may type in (the admin's form); the rest is written by the registry itself.
 EDITABLE_FIELDS = (
     *FROZEN_ONCE_USED,
     "description",
     "intended_use",
-    "intended_min_age_years",
-    "intended_max_age_years",
-    "intended_view",
 )
 # What a new checksum or file makes stale: the cached conversion and its parity result.
 CONVERSION_FIELDS: dict[str, Any] = {
@@ -287,13 +290,16 @@ def model_version_register_packaged() -> ModelVersion:
             "intended_use": PACKAGED_INTENDED_USE,
             "intended_min_age_years": 1.0,
             "intended_max_age_years": 5.0,
-            "intended_view": "AP",
+            "intended_views": ["AP"],
+            "population": Population.PAEDIATRIC,
+            "features_key": features_key(base_sha256=sha, preprocessing_version=PREPROCESSING_VERSION),
         },
     )
     if not created and version.source_path != str(path):
         # The virtual environment moved (a new clone, a container): same file, new place.
         version.source_path = str(path)
         version.save(update_fields=["source_path"])
+    _features_key_record(version, features_key(base_sha256=sha, preprocessing_version=PREPROCESSING_VERSION))
     return _scope_files_record(version, shipped_models_dir() / PACKAGED_MODEL_NAME)
 
 
@@ -341,6 +347,13 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
         )
     intended = manifest["intended_use"]
     figures = manifest["validation"]["served"]
+    key = (
+        ""
+        if manifest.get("fine_tuned")
+        else features_key(
+            base_sha256=manifest["base"]["sha256"], preprocessing_version=manifest["preprocessing_version"]
+        )
+    )
     version, created = ModelVersion.objects.get_or_create(
         name=manifest["name"],
         defaults={
@@ -359,7 +372,10 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
             "intended_use": intended["text"],
             "intended_min_age_years": intended["min_age_years"],
             "intended_max_age_years": intended["max_age_years"],
-            "intended_view": intended["view"],
+            "intended_views": list(intended.get("views") or [intended["view"]]),
+            "population": manifest.get("population", Population.PAEDIATRIC),
+            # A head on the frozen base computes the base's feature map: the versions sharing it share one pass.
+            "features_key": key,
         },
     )
     if not created and version.sha256 != sha:
@@ -367,7 +383,15 @@ def model_version_register_shipped(model_dir: Path) -> ModelVersion:
     if not created and version.source_path != str(path):
         version.source_path = str(path)
         version.save(update_fields=["source_path"])
+    _features_key_record(version, key)
     return _scope_files_record(version, model_dir)
+
+
+def _features_key_record(version: ModelVersion, key: str) -> None:
+    """Fill the key on rows registered before it existed: derived from the files, it is no one's choice."""
+    if key and not version.features_key:
+        version.features_key = key
+        version.save(update_fields=["features_key"])
 
 
 def source_verify(version: ModelVersion) -> Path:
@@ -449,6 +473,17 @@ def model_version_prepare(
     return version
 
 
+def model_version_servable(version: ModelVersion) -> str:
+    """Why ``version`` cannot serve predictions (no conversion past the parity gate, no scope checks); "" if it can."""
+    if not (version.parity_passed and version.converted_path):
+        return f"{version.name} has no LiteRT conversion that passed the parity gate"
+    try:
+        scope_checks_load(version)
+    except (ModelFileMismatch, ModelNotReady) as exc:
+        return f"{version.name} cannot serve: {exc}"
+    return ""
+
+
 @transaction.atomic
 def model_version_activate(
     *, version: ModelVersion, user: User | None = None, request: HttpRequest | None = None
@@ -459,7 +494,9 @@ def model_version_activate(
         scope_checks_load(version)
     except ModelFileMismatch as exc:
         raise ModelNotReady(f"{version.name} cannot be activated: {exc}") from exc
-    ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+    # One active version per population: this one replaces its population's, and only that one.
+    replaced = ModelVersion.objects.filter(is_active=True, population=version.population).exclude(pk=version.pk)
+    replaced.update(is_active=False)
     version.is_active = True
     version.save(update_fields=["is_active"])
     audit_record(action="model_activate", user=user, obj=version, request=request)
@@ -475,21 +512,26 @@ def activation_chosen_by_person(version: ModelVersion) -> bool:
 
 
 def models_prepare_all() -> list[ModelVersion]:
-    """What ``prepare_models`` does: register the packaged and shipped models, convert every version, activate one.
+    """What ``prepare_models`` does: register the packaged and shipped models, convert every version, activate.
 
-    The activation rule: the last shipped trained version that passed the parity gate becomes
-    active when no version is active, or when the packaged model is active and no person ever
-    activated it (it was switched on automatically). A choice made by an admin is left alone.
+    The activation rule, per population: the last shipped trained version of that population that
+    passed the parity gate and has its scope checks becomes active when the population has no
+    active version, or when the packaged model is active and no person ever activated it (it was
+    switched on automatically). A choice made by an admin is left alone.
     """
     packaged = model_version_register_packaged()
     shipped = [model_version_register_shipped(d) for d in shipped_model_dirs()]
     versions = [model_version_prepare(v) for v in ModelVersion.objects.order_by("pk")]
     ready = [v for v in (ModelVersion.objects.get(pk=s.pk) for s in shipped) if v.parity_passed and _has_scope(v)]
-    preferred = ready[-1] if ready else ModelVersion.objects.get(pk=packaged.pk)
-    active = active_model_version()
-    automatic = active is not None and active.pk == packaged.pk and not activation_chosen_by_person(active)
-    if active is None or (automatic and preferred.pk != active.pk):
-        model_version_activate(version=preferred)
+    for population in Population.values:
+        candidates = [v for v in ready if v.population == population]
+        if not candidates and population != packaged.population:
+            continue
+        preferred = candidates[-1] if candidates else ModelVersion.objects.get(pk=packaged.pk)
+        active = active_model_versions().get(population)
+        automatic = active is not None and active.pk == packaged.pk and not activation_chosen_by_person(active)
+        if active is None or (automatic and preferred.pk != active.pk):
+            model_version_activate(version=preferred)
     return list(ModelVersion.objects.filter(pk__in=[v.pk for v in versions]).order_by("pk"))
 
 
@@ -497,5 +539,22 @@ def _has_scope(version: ModelVersion) -> bool:
     return all(getattr(version, name) for name in SCOPE_FIELDS)
 
 
-def active_model_version() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_active=True).first()
+def features_key(*, base_sha256: str, preprocessing_version: str) -> str:
+    """Names the feature map a frozen base computes at one preprocessing: equal keys, equal feature maps."""
+    return f"{base_sha256}:{preprocessing_version}"
+
+
+def active_model_versions() -> dict[str, ModelVersion]:
+    """The active version of each population that has one (at most one each: a database constraint)."""
+    return {v.population: v for v in ModelVersion.objects.filter(is_active=True).order_by("population")}
+
+
+def grid_preprocessing() -> str | None:
+    """The preprocessing whose input grid ingest keeps: the one the active versions share (the shipped choice).
+
+    With several, the most used (ties: by population); the worker decodes the original for the others.
+    """
+    counts: dict[str, int] = {}
+    for version in active_model_versions().values():
+        counts[version.preprocessing_version] = counts.get(version.preprocessing_version, 0) + 1
+    return max(counts, key=lambda name: counts[name]) if counts else None

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from django.conf import settings
 
-from inference.classifier import ClassifierOutput, LiteRTClassifier
+from inference.classifier import ClassifierOutput, Head, HeadSpec, LiteRTClassifier
 from inference.model_package import sha256_file
 from inference.models import ModelVersion
 from inference.registry import ModelFileMismatch, ScopeChecks, resolve_path, scope_checks_load
@@ -26,9 +26,14 @@ logger = logging.getLogger(__name__)
 class Classifier(Protocol):
     def predict(self, image: np.ndarray, *, heatmap: bool = True) -> ClassifierOutput: ...
 
+    def predict_heads(
+        self, image: np.ndarray, *, heads: list[HeadSpec], heatmap: bool = True
+    ) -> list[ClassifierOutput]: ...
+
 
 _loaded: dict[tuple[int, str], Classifier] = {}
 _scope_loaded: dict[tuple[int, str, str], ScopeChecks] = {}
+_heads_loaded: dict[tuple[int, str], HeadSpec] = {}
 
 
 def _stat_key(path: Path) -> str:
@@ -87,3 +92,24 @@ def scope_checks_for(version: ModelVersion) -> ScopeChecks:
     if key not in _scope_loaded:
         _scope_loaded[key] = scope_checks_load(version)
     return _scope_loaded[key]
+
+
+def head_for(version: ModelVersion) -> HeadSpec:
+    """The version's dense head and display scale, for a pass of another version with the same feature map."""
+    key = (version.pk, version.head_sha256)
+    if key not in _heads_loaded:
+        head = _verify(resolve_path(version.head_path), version.head_sha256, "model head")
+        _heads_loaded[key] = HeadSpec(Head.load(head), version.heatmap_scale)
+    return _heads_loaded[key]
+
+
+def versions_preload(versions: list[ModelVersion]) -> None:
+    """Load what serving ``versions`` needs: one interpreter per feature map, every head and scope check."""
+    served: set[str] = set()
+    for version in versions:
+        key = version.features_key or f"own:{version.pk}"
+        if key not in served:
+            classifier_for(version)
+            served.add(key)
+        head_for(version)
+        scope_checks_for(version)

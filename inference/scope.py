@@ -12,6 +12,7 @@ worker would decide for each file.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from inference.classifier import ClassifierOutput
 from inference.domain import IN_DOMAIN, NOT_CHEST_XRAY, OUTSIDE_DOMAIN, DomainVerdict, domain_assess
 from inference.models import AiLabel, ModelVersion
 from inference.registry import ScopeChecks
+from inference.routing import Route, choose_by_domain, route_image, route_requested
 
 if TYPE_CHECKING:
     from cases.imaging import EligibilityVerdict, ImageMetadata
@@ -54,6 +56,41 @@ def image_scope(model_image: np.ndarray, *, version: ModelVersion, heatmap: bool
     return ScopedOutput(output, verdict)
 
 
+def image_scopes(
+    model_image: np.ndarray, *, versions: Sequence[ModelVersion], heatmap: bool = True
+) -> list[tuple[ModelVersion, ScopedOutput]]:
+    """Every version's scoped result, with one forward pass per distinct feature map (``features_key``)."""
+    groups: dict[str, list[ModelVersion]] = {}
+    for version in versions:
+        groups.setdefault(version.features_key or f"own:{version.pk}", []).append(version)
+    results = []
+    for members in groups.values():
+        heads = [runtime.head_for(other) for other in members[1:]]
+        outputs = runtime.classifier_for(members[0]).predict_heads(model_image, heads=heads, heatmap=heatmap)
+        for version, output in zip(members, outputs, strict=True):
+            verdict = scope_verdict(output, runtime.scope_checks_for(version), model_image=model_image)
+            results.append((version, ScopedOutput(output, verdict)))
+    return results
+
+
+@dataclass(frozen=True)
+class RoutedOutput:
+    version: ModelVersion
+    scoped: ScopedOutput
+    reason: str
+
+
+def image_scope_routed(model_image: np.ndarray, *, route: Route, heatmap: bool = True) -> RoutedOutput:
+    """The routed version's scoped result; with the age unknown, the version whose domain fits best (one pass)."""
+    if route.decided:
+        return RoutedOutput(
+            route.version, image_scope(model_image, version=route.version, heatmap=heatmap), route.reason
+        )
+    scopes = image_scopes(model_image, versions=route.candidates, heatmap=heatmap)
+    version, reason = choose_by_domain([(v, scoped.verdict) for v, scoped in scopes])
+    return RoutedOutput(version, {v.pk: sc for v, sc in scopes}[version.pk], reason)
+
+
 def result_fields(scoped: ScopedOutput, *, threshold: float) -> dict[str, Any]:
     """What a prediction keeps of a scoped result.
 
@@ -78,21 +115,11 @@ def result_fields(scoped: ScopedOutput, *, threshold: float) -> dict[str, Any]:
     }
 
 
-def _or(value: float | None, default: float) -> float:
-    # An age of 0 (newborns) is a real bound, not a missing one.
-    return default if value is None else value
-
-
-def eligibility_for(meta: ImageMetadata, version: ModelVersion | None) -> EligibilityVerdict:
-    """The metadata check with ``version``'s validated use (the packaged model's when unset)."""
+def eligibility_for(meta: ImageMetadata) -> EligibilityVerdict:
+    """The metadata check that depends on no version (the routed version's caveats come per prediction)."""
     from cases.imaging import assess_eligibility
 
-    return assess_eligibility(
-        meta,
-        intended_min_age=_or(version and version.intended_min_age_years, 1.0),
-        intended_max_age=_or(version and version.intended_max_age_years, 5.0),
-        intended_view=(version.intended_view if version and version.intended_view else "AP"),
-    )
+    return assess_eligibility(meta)
 
 
 @dataclass(frozen=True)
@@ -127,6 +154,7 @@ class ScopeReport:
             "n": len(files) + len(undecodable),
             "undecodable": len(undecodable),
             "counts": self.counts(),
+            "routed": dict(sorted(Counter(row.model for row in files if row.model).items())),
             "files": [asdict(row) for row in files],
             "undecodable_files": [asdict(row) for row in undecodable],
         }
@@ -136,10 +164,14 @@ class NotDecodable(Exception):
     """The file is chosen as an image by its first bytes but yields nothing the model could read."""
 
 
-def file_scope(data: bytes, *, filename: str, version: ModelVersion) -> tuple[str | None, DomainVerdict]:
+def file_scope(
+    data: bytes, *, filename: str, version: ModelVersion | None = None, actives: dict | None = None
+) -> tuple[str | None, DomainVerdict]:
     """(the version that judged the pixels, the verdict) of one file decoded as uploads are.
 
-    The verdict's domain is one of ``OUTCOMES``; ``NotDecodable`` says why there is none.
+    With ``version`` that version judges every file; otherwise each file is routed among the
+    ``actives`` (population -> version) as the worker routes it. The verdict's domain is one of
+    ``OUTCOMES``; ``NotDecodable`` says why there is none.
     """
     from cases.imaging import DecodeError, decode_guarded
 
@@ -153,24 +185,32 @@ def file_scope(data: bytes, *, filename: str, version: ModelVersion) -> tuple[st
         )
     except DecodeError as exc:
         raise NotDecodable(str(exc)) from exc
-    eligibility = eligibility_for(decoded.metadata, version)
+    eligibility = eligibility_for(decoded.metadata)
     if not eligibility.runs_model:
         return None, DomainVerdict(NOT_ELIGIBLE, None, None, eligibility.reason)
     if decoded.model_image is None:
         raise NotDecodable("The image has no single frame the AI can read")
-    scoped = image_scope(decoded.model_image, version=version, heatmap=False)
-    return version.name, scoped.verdict
+    route = route_requested(version) if version is not None else route_image(decoded.metadata.age_years, actives or {})
+    if route is None:
+        raise NotDecodable("No model version is active")
+    routed = image_scope_routed(decoded.model_image, route=route, heatmap=False)
+    return routed.version.name, routed.scoped.verdict
 
 
-def scope_report_make(*, root: Path, version: ModelVersion) -> ScopeReport:
-    """Every image file under ``root`` (chosen by its first bytes, never its name) through the worker's decisions."""
+def scope_report_make(*, root: Path, version: ModelVersion | None = None) -> ScopeReport:
+    """Every image file under ``root`` (chosen by its first bytes, never its name) through the worker's decisions.
+
+    Without ``version``, each file is routed among the active versions as the site routes it.
+    """
     from inference.evaluation import image_files
+    from inference.registry import active_model_versions
 
+    actives = active_model_versions() if version is None else None
     report = ScopeReport()
     for path in image_files(root):
         relative = path.relative_to(root).as_posix()
         try:
-            model, verdict = file_scope(path.read_bytes(), filename=path.name, version=version)
+            model, verdict = file_scope(path.read_bytes(), filename=path.name, version=version, actives=actives)
         except (NotDecodable, OSError) as exc:
             report.undecodable_files.append(Undecodable(relative, str(exc)))
             continue

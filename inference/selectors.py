@@ -8,13 +8,22 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from cases.models import Image, Study
-from inference.display import prediction_counts
+from inference.display import prediction_counts, prediction_is_muted
 from inference.models import ModelVersion, Prediction, PredictionStatus
 
 
 def predictions_current_first(predictions: Iterable[Prediction]) -> list[Prediction]:
-    """An image's predictions, its current one first: the active model's, else the newest."""
-    return sorted(predictions, key=lambda p: (p.model_version.is_active, p.created_at, p.pk), reverse=True)
+    """An image's predictions, its current one first: the newest that succeeded, else the newest.
+
+    A re-run (a new version, or an admin's request) becomes current only once it has a result:
+    until then the result a radiologist read stays on the screen.
+    """
+
+    def key(p: Prediction) -> tuple:
+        succeeded = p.status == PredictionStatus.SUCCEEDED
+        return (succeeded, (p.finished_at if succeeded and p.finished_at else p.created_at), p.pk)
+
+    return sorted(predictions, key=key, reverse=True)
 
 
 def prediction_current(*, image: Image) -> Prediction | None:
@@ -52,3 +61,18 @@ def prediction_has_heatmap(prediction: Prediction | None) -> bool:
 
 def model_versions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.all()
+
+
+def study_ai_prediction(*, study: Study) -> Prediction | None:
+    """The prediction behind the study's AI summary: the highest that counts, else the highest muted, else any.
+
+    Pages name its model, threshold and routing beside the study's probability.
+    """
+    current = list(predictions_current_by_image(study=study).values())
+    if not current:
+        return None
+    for rule in (prediction_counts, prediction_is_muted):
+        chosen = [p for p in current if rule(p)]
+        if chosen:
+            return max(chosen, key=lambda p: p.probability)
+    return current[0]

@@ -26,11 +26,12 @@ from cases.models import Eligibility, Image, Study
 from cases.notices import study_flagged_notice_queue
 from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
-from inference.display import predictions_summary
+from inference.display import prediction_counts, predictions_summary
 from inference.model_input import DecodeLimits, InputGrid, model_image_load
-from inference.models import ModelVersion, Prediction, PredictionStatus
-from inference.registry import active_model_version
-from inference.scope import ScopedOutput, image_scope, result_fields
+from inference.models import ModelVersion, Prediction, PredictionStatus, Routing
+from inference.registry import active_model_versions
+from inference.routing import Route, caveats_for, route_image, route_requested
+from inference.scope import RoutedOutput, image_scope_routed, result_fields
 
 logger = logging.getLogger(__name__)
 P = PredictionStatus
@@ -50,37 +51,86 @@ def _images_to_predict(study: Study) -> list[Image]:
     return [image for image in study.images.all() if image.ai_eligibility in allowed]
 
 
-def _prediction_create(image: Image, version: ModelVersion) -> Prediction:
-    outside = image.ai_eligibility == Eligibility.OUTSIDE_VALIDATED_USE
+def _outside_use(image: Image, version: ModelVersion) -> tuple[bool, str]:
+    """The image's notes (a tag missing) and the caveats of ``version``'s validated ages and views."""
+    notes = [c for c in image.ai_eligibility_reason.split("; ") if c]
+    caveats = caveats_for(version, age_years=image.patient_age_years, view=image.view_position or None)
+    reasons = notes + caveats
+    return bool(reasons), "; ".join(reasons)
+
+
+def _prediction_create(image: Image, route: Route) -> Prediction | None:
+    """The image's prediction on ``route``, created if missing; None when the site does not run it there.
+
+    Routed by age, the version's caveats are known now; routed by the image, the worker adds them.
+    """
+    version = route.version
+    outside, reason = _outside_use(image, version) if route.decided else (bool(image.ai_eligibility_reason), "")
+    caveats = caveats_for(version, age_years=image.patient_age_years, view=image.view_position or None)
+    if route.decided and caveats and not image.site.ai_outside_validated_use:
+        return None
     prediction, _ = Prediction.objects.get_or_create(
         image=image,
         model_version=version,
         preprocessing_version=version.preprocessing_version,
         defaults={
+            "routing": route.routing,
+            "routing_reason": route.reason[:200],
             "outside_validated_use": outside,
-            "outside_validated_use_reason": image.ai_eligibility_reason if outside else "",
+            "outside_validated_use_reason": reason or image.ai_eligibility_reason,
         },
     )
     return prediction
 
 
-def predictions_request(*, study: Study, retry_failed: bool = False) -> list[Prediction]:
-    """Create the missing predictions of ``study`` for the active model and queue them on commit.
+def _current_routed(image: Image, versions: set[int]) -> Prediction | None:
+    """A prediction of ``image`` by an active version: routed once, it is not routed again."""
+    return next((p for p in image.predictions.all() if p.model_version_id in versions), None)
 
-    With ``retry_failed``, failed ones are reset for new attempts. Returns the
-    study's predictions for the active model.
+
+def predictions_request(
+    *, study: Study, retry_failed: bool = False, version: ModelVersion | None = None, user=None
+) -> list[Prediction]:
+    """Route each eligible image of ``study`` to a version, create its missing prediction and queue it on commit.
+
+    Each image is routed once (``inference.routing``): an image that already has a prediction by an
+    active version keeps it. With ``version`` (an admin's re-run) every image runs again with that
+    version. With ``retry_failed``, failed ones are reset for new attempts. Returns the study's
+    predictions that this request covers.
     """
-    version = active_model_version()
-    if version is None:
+    actives = active_model_versions()
+    if not actives and version is None:
         study_ai_refresh(study_id=study.pk, no_ai_reason="No active AI model")
         return []
-    predictions = [_prediction_create(image, version) for image in _images_to_predict(study)]
+    active_ids = {v.pk for v in actives.values()}
+    predictions: list[Prediction] = []
+    rerun: list[int] = []
+    for image in _images_to_predict(study):
+        existing = None if version is not None else _current_routed(image, active_ids)
+        if existing is not None:
+            predictions.append(existing)
+            continue
+        route = route_requested(version) if version is not None else route_image(image.patient_age_years, actives)
+        prediction = _prediction_create(image, route)
+        if prediction is None:
+            continue
+        if version is not None and prediction.status in (P.SUCCEEDED, P.FAILED):
+            rerun.append(prediction.pk)
+        predictions.append(prediction)
     failed = [p.pk for p in predictions if p.status == P.FAILED] if retry_failed else []
-    Prediction.objects.filter(pk__in=failed).update(status=P.PENDING, attempts=0, error="", lease_until=None)
-    to_queue = [p.pk for p in predictions if p.status == P.PENDING] + failed
+    reset = sorted(set(failed) | set(rerun))
+    Prediction.objects.filter(pk__in=reset).update(
+        status=P.PENDING, attempts=0, error="", lease_until=None, queued_at=None
+    )
+    if version is not None:
+        Prediction.objects.filter(pk__in=[p.pk for p in predictions]).update(
+            routing=Routing.REQUESTED, routing_reason=route_requested(version).reason[:200]
+        )
+        audit_record(action="predictions_rerun", user=user, obj=study, site=study.site, model=version.name)
+    to_queue = [p.pk for p in predictions if p.status == P.PENDING] + reset
     study_ai_refresh(study_id=study.pk)
     if to_queue:
-        transaction.on_commit(lambda: predictions_enqueue(prediction_ids=to_queue))
+        transaction.on_commit(lambda: predictions_enqueue(prediction_ids=sorted(set(to_queue))))
     return list(Prediction.objects.filter(pk__in=[p.pk for p in predictions]))
 
 
@@ -156,12 +206,12 @@ def _stored_bytes(image: Image) -> bytes:
         return handle.read()
 
 
-def _model_image(image: Image, version: ModelVersion) -> tuple[np.ndarray, float]:
+def _model_image(image: Image, preprocessing_version: str) -> tuple[np.ndarray, float]:
     """The image's model input (see ``inference.model_input``) and the milliseconds it took."""
     started = time.perf_counter()
     model_image = model_image_load(
         grid=InputGrid(bytes(image.model_input), image.model_input_version) if image.model_input else None,
-        preprocessing_version=version.preprocessing_version,
+        preprocessing_version=preprocessing_version,
         read_original=lambda: _stored_bytes(image),
         filename=image.original_filename or image.file.name,
         limits=DecodeLimits(
@@ -182,18 +232,44 @@ def prediction_run(*, prediction_id: int, hostname: str = "", task_id: str = "")
         current = Prediction.objects.filter(pk=prediction_id).values_list("status", flat=True).first()
         return RunOutcome(prediction_id, False, current or "missing")
     study_ai_refresh(study_id=prediction.image.study_id)
-    model_image, decode_ms = _model_image(prediction.image, prediction.model_version)
-    # The probability and the domain verdict come from one forward pass (inference.scope).
-    scoped = image_scope(model_image, version=prediction.model_version)
-    _prediction_store(prediction, scoped, decode_ms)
+    route = _route_of(prediction)
+    # One preprocessing among the candidates: its kept grid serves them all; several: the original does.
+    preprocessings = {v.preprocessing_version for v in route.candidates}
+    model_image, decode_ms = _model_image(prediction.image, preprocessings.pop() if len(preprocessings) == 1 else "")
+    # The probability and the domain verdict come from one forward pass (inference.scope); with the
+    # age unknown, every candidate version's too, and the version that fits the image best is kept.
+    routed = image_scope_routed(model_image, route=route)
+    _prediction_store(prediction, routed, decode_ms)
     return RunOutcome(prediction_id, True, P.SUCCEEDED)
 
 
-def _prediction_store(prediction: Prediction, scoped: ScopedOutput, decode_ms: float) -> None:
-    """Store a result; one that is no chest X-ray is a result too, without a probability."""
+def _route_of(prediction: Prediction) -> Route:
+    """What the worker compares: the prediction's version, or, routed by the image, every active candidate.
+
+    A candidate that already holds another prediction of this image is left out (its result exists).
+    """
+    version = prediction.model_version
+    if prediction.routing != Routing.DOMAIN:
+        return Route(version, prediction.routing, prediction.routing_reason, (version,))
+    taken = set(
+        Prediction.objects.filter(image_id=prediction.image_id)
+        .exclude(pk=prediction.pk)
+        .values_list("model_version_id", flat=True)
+    )
+    candidates = [v for v in active_model_versions().values() if v.pk not in taken]
+    if version.pk not in {v.pk for v in candidates}:
+        candidates.insert(0, version)
+    return Route(version, Routing.DOMAIN, prediction.routing_reason, tuple(candidates))
+
+
+def _prediction_store(prediction: Prediction, routed: RoutedOutput, decode_ms: float) -> None:
+    """Store a result under the version that produced it; one that is no chest X-ray keeps no probability."""
     now = timezone.now()
-    threshold = prediction.model_version.threshold
+    version = routed.version
+    scoped = routed.scoped
+    threshold = version.threshold
     result = scoped.output
+    outside, reason = _outside_use(prediction.image, version)
     queued = prediction.queued_at or prediction.created_at
     with transaction.atomic():
         # Only the attempt that holds the lease may write its result.
@@ -203,6 +279,10 @@ def _prediction_store(prediction: Prediction, scoped: ScopedOutput, decode_ms: f
             lease_owner="",
             finished_at=now,
             error="",
+            model_version=version,
+            routing_reason=routed.reason[:200],
+            outside_validated_use=outside,
+            outside_validated_use_reason=reason,
             threshold=threshold,
             **result_fields(scoped, threshold=threshold),
             input_sha256=result.input_sha256,
@@ -218,10 +298,23 @@ def _prediction_store(prediction: Prediction, scoped: ScopedOutput, decode_ms: f
                 action="prediction",
                 obj=prediction,
                 site=prediction.image.site,
-                model_version=prediction.model_version_id,
+                model_version=version.pk,
                 status=P.SUCCEEDED,
                 domain=scoped.verdict.domain,
             )
+            # Its DICOM result objects go to the site's PACS once the result is committed (cases.dicom.outbox).
+            transaction.on_commit(lambda: _results_send(prediction.pk))
+
+
+def _results_send(prediction_id: int) -> None:
+    from cases.dicom.outbox import outbox_queue_for_prediction
+
+    try:
+        outbox_queue_for_prediction(
+            Prediction.objects.select_related("image__study__site", "model_version").get(pk=prediction_id)
+        )
+    except Exception:  # the result is stored and shown whatever happens to its copies for the PACS
+        logger.exception("could not queue the DICOM result objects of prediction %s", prediction_id)
 
 
 def prediction_attempt_failed(*, prediction_id: int, error: str) -> bool:
@@ -282,21 +375,34 @@ def predictions_reclaim(*, hostname: str, started_before: datetime) -> int:
     return predictions_enqueue(prediction_ids=live) if live else 0
 
 
-def _study_ai_summary(study: Study, version: ModelVersion | None) -> dict:
-    predictions = Prediction.objects.filter(image__study=study)
-    if version is not None:
-        predictions = predictions.filter(model_version=version)
-    rows = list(predictions)
+def _study_ai_summary(study: Study) -> dict:
+    """The study's AI from its images' current predictions, each judged at its own version's threshold."""
+    from inference.selectors import predictions_current_first
+
+    rows = list(Prediction.objects.filter(image__study=study).select_related("model_version"))
+    current: dict[int, Prediction] = {}
+    for prediction in predictions_current_first(rows):
+        current.setdefault(prediction.image_id, prediction)
+    unfinished = [p for p in rows if p.status in (P.PENDING, P.RUNNING)]
     # Only results that count make the study's probability and flag (inference.display): a muted one is shown.
-    summary = predictions_summary(rows)
-    best = summary.probability
+    summary = predictions_summary(current.values())
+    flagged = any(
+        prediction_counts(p)
+        and p.probability >= (p.threshold if p.threshold is not None else p.model_version.threshold)
+        for p in current.values()
+    )
     return {
-        "statuses": {p.status for p in rows},
-        "probability": best,
+        "statuses": {p.status for p in current.values()} | {p.status for p in unfinished},
+        "probability": summary.probability,
         "muted_probability": summary.muted_probability,
         "domain": summary.domain,
-        "flagged": best is not None and version is not None and best >= version.threshold,
+        "flagged": flagged,
     }
+
+
+def _threshold_of(prediction: Prediction) -> float:
+    # The threshold recorded when it ran; older rows have none recorded and use their version's.
+    return prediction.threshold if prediction.threshold is not None else prediction.model_version.threshold
 
 
 def _no_ai_reason(study: Study, statuses: set[str]) -> str:
@@ -316,8 +422,7 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
     """Make the study's status and AI summary follow its predictions."""
     with transaction.atomic():
         study = Study.objects.select_for_update().select_related("site").get(pk=study_id)
-        version = active_model_version()
-        summary = _study_ai_summary(study, version)
+        summary = _study_ai_summary(study)
         statuses = summary["statuses"]
         newly_flagged = summary["flagged"] and not study.ai_flagged
         study.ai_probability = summary["probability"]

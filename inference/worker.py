@@ -64,7 +64,7 @@ def _stop_heartbeat(sender: Any = None, **kwargs: Any) -> None:
 
 @worker_process_init.connect
 def _preload_model(**kwargs: Any) -> None:
-    """Load the active model in each pool process so the first task pays nothing.
+    """Load the active models in each pool process so the first task pays nothing.
 
     Pool processes also lower their CPU priority: on a shared machine the web
     server and health checks stay responsive while inference saturates the cores.
@@ -77,15 +77,12 @@ def _preload_model(**kwargs: Any) -> None:
     if settings.PNEUMO_WORKER_NICE:
         os.nice(settings.PNEUMO_WORKER_NICE)
     from inference import runtime
-    from inference.registry import active_model_version
+    from inference.registry import active_model_versions
 
     try:
-        version = active_model_version()
-        if version is not None:
-            runtime.classifier_for(version)
-            runtime.scope_checks_for(version)
+        runtime.versions_preload(list(active_model_versions().values()))
     except Exception:
-        logger.exception("could not preload the active model")
+        logger.exception("could not preload the active models")
     finally:
         # Never share the parent's database connection across the fork.
         connection.close()

@@ -129,11 +129,11 @@ def make_model_version(db, tmp_path_factory) -> Callable[..., ModelVersion]:
 
 @pytest.fixture
 def active_model(db):
-    """The packaged model, registered, converted (cached on disk) and active."""
-    from inference.registry import active_model_version, models_prepare_all
+    """The shipped models, registered, converted (cached on disk) and active; returns the paediatric one."""
+    from inference.registry import active_model_versions, models_prepare_all
 
     models_prepare_all()
-    return active_model_version()
+    return active_model_versions()["paediatric"]
 
 
 @pytest.fixture

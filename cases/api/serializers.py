@@ -164,7 +164,7 @@ class PatientSearchSerializer(JsonTypes, serializers.Serializer):
 class ModelVersionSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "version", "threshold"]
+        fields = ["id", "name", "version", "population", "threshold"]
         read_only_fields = fields
 
 
@@ -197,6 +197,8 @@ class PredictionSerializer(serializers.ModelSerializer):
             "probability",
             "label",
             "threshold",
+            "routing",
+            "routing_reason",
             "outside_validated_use",
             "outside_validated_use_reason",
             "domain",
@@ -498,6 +500,16 @@ class UploadResultSerializer(serializers.Serializer):
     study_ids = serializers.ListField(child=serializers.IntegerField(), help_text="Studies that received new images")
 
 
+class PredictionsRequestSerializer(JsonTypes, serializers.Serializer):
+    model = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="Admins only: run every image again with this model version (its name); "
+        "404 for an unknown name, 409 when it is not prepared. Without it each image is routed to the model "
+        "made for its patient",
+    )
+
+
 class StudyPredictionsSerializer(serializers.Serializer):
     study_id = serializers.IntegerField()
     predictions = PredictionSerializer(many=True)
@@ -572,6 +584,9 @@ class ModelVersionSerializer(JsonTypes, serializers.ModelSerializer):
     # Declared so that the one-active-model constraint is not checked here: activating one
     # deactivates the other (model_version_activate), behind the parity gate.
     is_active = serializers.BooleanField(required=False, default=False)
+    intended_views = serializers.ListField(
+        child=serializers.CharField(max_length=16), required=False, help_text='Validated views, e.g. ["AP", "PA"]'
+    )
     sha256 = serializers.RegexField(
         r"^[0-9a-fA-F]{64}\Z",
         label="weights file sha256",
@@ -590,9 +605,10 @@ class ModelVersionSerializer(JsonTypes, serializers.ModelSerializer):
             "threshold",
             "is_active",
             "intended_use",
+            "population",
             "intended_min_age_years",
             "intended_max_age_years",
-            "intended_view",
+            "intended_views",
             "input_size",
             "preprocessing_version",
             "converted_sha256",

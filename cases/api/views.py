@@ -429,21 +429,35 @@ class StudyDetailView(ApiView):
 
 class StudyPredictionsView(ApiView):
     @extend_schema(
-        request=None,
-        responses=responses({200: s.StudyPredictionsSerializer}, 403, 404, 409),
-        summary="Run the active model on the study's images (re-queues failed results)",
+        request=s.PredictionsRequestSerializer,
+        responses=responses({200: s.StudyPredictionsSerializer}, 400, 403, 404, 409),
+        summary="Run the AI on the study's images: each routed to its patient's model (re-queues failed results); "
+        "admins may name a model to run every image again with it",
     )
     def post(self, request: Request, pk: int) -> Response:
-        from inference.registry import active_model_version
+        from inference.registry import active_model_versions
         from inference.services import predictions_request
 
         study = selectors.study_for_user(user=request.user, pk=pk)
         _require(self, request, CanReadWorklist)
-        if active_model_version() is None:
+        body = s.PredictionsRequestSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        version = None
+        if body.validated_data.get("model"):
+            version = _requested_version(request, body.validated_data["model"])
+            if isinstance(version, Response):
+                return version
+        elif not active_model_versions():
             return Response({"detail": "No AI model is active."}, status=409)
         with transaction.atomic():
-            requested = predictions_request(study=study, retry_failed=True)
-            audit_record(action="request_predictions", user=request.user, obj=study, request=request)
+            requested = predictions_request(study=study, retry_failed=True, version=version, user=request.user)
+            audit_record(
+                action="request_predictions",
+                user=request.user,
+                obj=study,
+                request=request,
+                **({"model": version.name} if version else {}),
+            )
         predictions = list(
             Prediction.objects.filter(pk__in=[p.pk for p in requested])
             .select_related("model_version", "image")
@@ -452,6 +466,21 @@ class StudyPredictionsView(ApiView):
         for prediction in predictions:
             prediction.image.study = study
         return Response({"study_id": study.pk, "predictions": s.PredictionSerializer(predictions, many=True).data})
+
+
+def _requested_version(request: Request, name: str) -> ModelVersion | Response:
+    """The version an admin named for a re-run: 403 for others, 404 unknown, 409 not prepared."""
+    from inference.registry import model_version_servable
+
+    if not selectors.user_is_admin(user=request.user):
+        return Response({"detail": "Only an admin may choose the model."}, status=403)
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is None:
+        return Response({"detail": f"No model version is named {name!r}."}, status=404)
+    problem = model_version_servable(version)
+    if problem:
+        return Response({"detail": problem}, status=409)
+    return version
 
 
 # --- Reading and signing ---------------------------------------------------------------------------------

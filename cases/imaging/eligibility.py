@@ -4,11 +4,12 @@ Three outcomes:
 
 * ``not_eligible``: never sent to the model (not a radiograph, not the chest,
   a lateral view, a multi-frame object);
-* ``outside_validated_use``: run, but flagged, because the model was only
-  validated on frontal AP chest radiographs of 1 to 5 year olds and this image
-  is outside that (its result is muted), or does not say (a missing tag: a
-  note only; see ``caveats_outside_use``);
-* ``eligible``: inside the validated use.
+* ``outside_validated_use``: run, with a note, because a tag is missing (the
+  age, the body part, the view: see ``caveats_outside_use``);
+* ``eligible``: nothing in the metadata stands in the way.
+
+An age or a view outside a version's validated use (``use_caveats``) depends
+on the version the image is routed to, so it is a caveat of each prediction.
 """
 
 from __future__ import annotations
@@ -70,23 +71,37 @@ def caveats_outside_use(reason: str) -> list[str]:
     return [c for c in caveats if c and c not in MISSING_TAG_CAVEATS]
 
 
-def assess_eligibility(
-    meta: ImageMetadata,
-    *,
-    intended_min_age: float = 1.0,
-    intended_max_age: float = 5.0,
-    intended_view: str = "AP",
-) -> EligibilityVerdict:
+def assess_eligibility(meta: ImageMetadata) -> EligibilityVerdict:
+    """What the metadata says whatever version reads the image: refused, noted (a tag missing), or eligible.
+
+    Whether the age and the view lie inside a version's validated use depends on the version the
+    image is routed to (``inference.routing``): ``use_caveats`` answers that, per prediction.
+    """
     blocking = [r for r in (_modality_problem(meta), _body_part_problem(meta), _lateral_problem(meta)) if r]
     blocking += ["It is a multi-frame object, not a single radiograph"] if meta.is_multiframe else []
     if blocking:
         return EligibilityVerdict("not_eligible", "; ".join(blocking))
-    caveats = [_age_caveat(meta.age_years, intended_min_age, intended_max_age), *_tag_caveats(meta)]
-    caveats += [_view_caveat(meta.view_position, intended_view)]
-    caveats = [c for c in caveats if c]
+    caveats = ([AGE_UNKNOWN] if meta.age_years is None else []) + _tag_caveats(meta)
     if caveats:
         return EligibilityVerdict("outside_validated_use", "; ".join(caveats))
     return EligibilityVerdict("eligible", "")
+
+
+def use_caveats(
+    age_years: float | None,
+    view: str | None,
+    *,
+    min_age: float | None,
+    max_age: float | None,
+    views: tuple[str, ...],
+) -> list[str]:
+    """The caveats that put an image outside one version's validated ages and views (none when unknown)."""
+    caveats = []
+    if age_years is not None and min_age is not None and max_age is not None:
+        caveats.append(_age_caveat(age_years, min_age, max_age))
+    if views:
+        caveats.append(_view_caveat(view, views))
+    return [c for c in caveats if c]
 
 
 def _modality_problem(meta: ImageMetadata) -> str | None:
@@ -126,9 +141,7 @@ def is_lateral(view: str) -> bool:
     return bool(_tokens(view) & LATERAL_VIEWS) or _squashed(view) in LATERAL_VIEWS
 
 
-def _age_caveat(age_years: float | None, low: float, high: float) -> str | None:
-    if age_years is None:
-        return AGE_UNKNOWN
+def _age_caveat(age_years: float, low: float, high: float) -> str | None:
     if low <= age_years <= high:
         return None
     return f"Patient is {describe_age(age_years)} old, outside the validated ages of {low:g} to {high:g} years"
@@ -146,10 +159,11 @@ def _tag_caveats(meta: ImageMetadata) -> list[str]:
     return caveats + ([] if meta.view_position else [VIEW_NOT_RECORDED])
 
 
-def _view_caveat(view: str | None, intended_view: str) -> str | None:
-    if not view or intended_view.upper() in _tokens(view):
+def _view_caveat(view: str | None, views: tuple[str, ...]) -> str | None:
+    if not view or {v.upper() for v in views} & _tokens(view):
         return None
-    return f"View {view} is not the validated {intended_view} view"
+    named = " or ".join(views)
+    return f"View {view} is not the validated {named} view"
 
 
 def _tokens(text: str) -> set[str]:

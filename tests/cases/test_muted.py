@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from cases.imaging import ImageMetadata, assess_eligibility
+from cases.imaging.eligibility import caveats_outside_use, use_caveats
 from cases.models import Agreement, Finding, Priority, Review, Study
 from cases.reviews import ReadingInput, review_sign
 from cases.stats import dashboard_stats
@@ -66,10 +67,13 @@ def test_it_tells_a_missing_tag_from_a_caveat_outside_validated_use() -> None:
     missing = assess_eligibility(ImageMetadata(kind="png", age_years=3, **size))
     chest = {"modality": "CR", "body_part": "CHEST", "view_position": "AP"}
     adult = assess_eligibility(ImageMetadata(kind="dicom", age_years=58, **chest, **size))
+    # The paediatric version's ages put a 58-year-old outside its validated use: a caveat, not a note.
+    caveats = use_caveats(58, "AP", min_age=1.0, max_age=5.0, views=("AP",))
 
-    assert missing.status == adult.status == "outside_validated_use"
+    assert missing.status == "outside_validated_use"
     assert missing.caveat_kind == "missing_tag"
-    assert adult.caveat_kind == "outside_use"
+    assert adult.status == "eligible"
+    assert caveats_outside_use("; ".join(caveats)) == caveats
 
 
 @pytest.mark.parametrize(

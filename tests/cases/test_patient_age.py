@@ -21,7 +21,7 @@ from tests.dicom_factory import make_dicom, make_png
 @pytest.fixture
 def ready(make_model_version, demo_site, tech):
     # A registered paediatric version (1 to 5 years): ingest decides eligibility against its intended ages.
-    make_model_version(is_active=True, intended_min_age_years=1.0, intended_max_age_years=5.0, intended_view="AP")
+    make_model_version(is_active=True, intended_min_age_years=1.0, intended_max_age_years=5.0, intended_views=["AP"])
     return demo_site, tech
 
 
@@ -37,9 +37,11 @@ def test_it_reads_a_plain_number_patient_age_as_an_adult_outside_the_paediatric_
     image = _ingest(site, tech, "adult.dcm", make_dicom(patient_age="58"))
 
     assert (image.patient_age_years, image.patient_age_source, image.patient_age_reason) == (58.0, "dicom_age", "")
-    assert image.ai_eligibility == "outside_validated_use"
-    assert "Patient is 58 years old, outside the validated ages" in image.ai_eligibility_reason
+    # The age is inside no version's check at ingest: the routed (paediatric) version's caveat is the prediction's.
+    assert image.ai_eligibility == "eligible"
     prediction = Prediction.objects.get(image=image)
+    assert "Patient is 58 years old, outside the validated ages" in prediction.outside_validated_use_reason
+    assert prediction.routing_reason == "age 58 years: no adult model is active, so the paediatric model"
     assert prediction.outside_validated_use and "58 years" in prediction.outside_validated_use_reason
 
 
@@ -132,7 +134,7 @@ def test_it_takes_an_age_in_years_typed_on_the_upload_page(client, ready) -> Non
     assert response.status_code == 200, response.content
     image = Image.objects.get()
     assert (image.patient_age_years, image.patient_age_source) == (58.0, "upload_form")
-    assert "58 years old" in image.ai_eligibility_reason
+    assert "58 years old" in Prediction.objects.get(image=image).outside_validated_use_reason
 
 
 def test_it_takes_an_age_in_years_sent_to_the_api(ready) -> None:

@@ -467,12 +467,13 @@ def test_it_gives_the_viewer_the_heatmap_grid_and_colour_map_from_the_api(client
 
 
 def test_it_shows_the_same_current_result_on_the_page_and_in_the_api(client, rad, study) -> None:
-    # Given a newer, clean result of a retired model beside the active model's result
+    # Given an older result of a retired model, the active model's result, and a re-run still pending
     image = study.images.first()
-    active = Prediction.objects.get(image=image)
+    current = Prediction.objects.get(image=image)
     retired = ModelVersion.objects.create(
         name="retired-model", version="0.1", source_path="old.keras", sha256="b" * 64, threshold=0.5
     )
+    older = current.finished_at - timedelta(days=30)
     Prediction.objects.create(
         image=image,
         model_version=retired,
@@ -480,7 +481,13 @@ def test_it_shows_the_same_current_result_on_the_page_and_in_the_api(client, rad
         status=PredictionStatus.SUCCEEDED,
         probability=0.1,
         heatmap=[[0.0]],
+        finished_at=older,
     )
+    Prediction.objects.filter(model_version=retired).update(created_at=older)
+    rerun = ModelVersion.objects.create(
+        name="rerun-model", version="0.2", source_path="new.keras", sha256="c" * 64, threshold=0.5
+    )
+    Prediction.objects.create(image=image, model_version=rerun, preprocessing_version="new")
 
     # When the study page and the API show the image's result and heatmap
     client.force_login(rad)
@@ -488,8 +495,8 @@ def test_it_shows_the_same_current_result_on_the_page_and_in_the_api(client, rad
     api = client.get(f"/api/v1/studies/{study.pk}/").json()["images"][0]["predictions"][0]
     grid = client.get(f"/api/v1/images/{image.pk}/heatmap.json").json()
 
-    # Then both name the active model's result
-    assert page.pk == api["id"] == grid["prediction_id"] == active.pk
+    # Then all name the newest result that succeeded: a pending re-run does not take its place yet
+    assert page.pk == api["id"] == grid["prediction_id"] == current.pk
     assert client.get(f"/images/{image.pk}/heatmap.png")["X-Pneumo-AI-Result"].startswith("unconfirmed")
 
 

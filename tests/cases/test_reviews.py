@@ -22,6 +22,7 @@ from cases.reviews import (
     study_release,
 )
 from cases.states import StudyStatus
+from inference.models import AiDomain, Prediction, PredictionStatus
 from tests.browser.studies import model_version_active
 
 S = StudyStatus
@@ -30,9 +31,20 @@ S = StudyStatus
 @pytest.fixture
 def study(demo_site, make_study, make_image):
     """A study the AI flagged (pneumonia, 0.9), waiting to be read."""
-    model_version_active()
+    version = model_version_active()
     study = make_study(demo_site, status=S.AWAITING_REVIEW, ai_probability=0.9, ai_flagged=True)
-    make_image(study)
+    image = make_image(study)
+    # The prediction behind the study's result: a signed review names its version.
+    Prediction.objects.create(
+        image=image,
+        model_version=version,
+        preprocessing_version=version.preprocessing_version,
+        status=PredictionStatus.SUCCEEDED,
+        probability=0.9,
+        threshold=0.5,
+        domain=AiDomain.IN_DOMAIN,
+        finished_at=timezone.now(),
+    )
     return study
 
 

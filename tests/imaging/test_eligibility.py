@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cases.imaging import ImageMetadata, assess_eligibility
+from cases.imaging.eligibility import use_caveats
 
 CHEST_AP_TODDLER = ImageMetadata(
     kind="dicom",
@@ -109,16 +110,21 @@ def test_it_joins_every_blocking_reason() -> None:
     ],
 )
 def test_it_flags_ages_outside_one_to_five_years(age: float, words: str) -> None:
-    result = assess(age_years=age)
+    caveats = use_caveats(age, "AP", min_age=1.0, max_age=5.0, views=("AP",))
 
-    assert result.status == "outside_validated_use"
-    assert result.reason == f"{words}, outside the validated ages of 1 to 5 years"
-    assert result.runs_model
+    assert caveats == [f"{words}, outside the validated ages of 1 to 5 years"]
+
+
+def test_it_leaves_the_validated_ages_to_the_routed_version() -> None:
+    # Whether 40 years is inside validated use depends on the version the image is routed to.
+    assert assess(age_years=40.0).status == "eligible"
+    assert use_caveats(40.0, "PA", min_age=18.0, max_age=85.0, views=("AP", "PA")) == []
 
 
 @pytest.mark.parametrize("age", [1.0, 2.5, 5.0])
 def test_it_accepts_the_ends_of_the_age_range(age: float) -> None:
     assert assess(age_years=age).status == "eligible"
+    assert use_caveats(age, "AP", min_age=1.0, max_age=5.0, views=("AP",)) == []
 
 
 def test_it_flags_an_unknown_age() -> None:
@@ -126,15 +132,22 @@ def test_it_flags_an_unknown_age() -> None:
 
 
 def test_it_honours_a_different_intended_age_range() -> None:
-    assert assess_eligibility(replace(CHEST_AP_TODDLER, age_years=8.0), intended_max_age=10.0).status == "eligible"
+    assert use_caveats(8.0, "AP", min_age=1.0, max_age=10.0, views=("AP",)) == []
 
 
 @pytest.mark.parametrize("view", ["PA", "RLO", "AP?"])
 def test_it_flags_frontal_views_other_than_ap(view: str) -> None:
-    result = assess(view_position=view)
+    caveats = use_caveats(3.0, view, min_age=1.0, max_age=5.0, views=("AP",))
 
-    expected = "outside_validated_use" if view != "AP?" else "eligible"
-    assert result.status == expected
+    assert caveats == ([] if view == "AP?" else [f"View {view} is not the validated AP view"])
+    assert assess(view_position=view).status == "eligible"
+
+
+def test_it_accepts_every_validated_view_of_a_version() -> None:
+    assert use_caveats(40.0, "PA", min_age=18.0, max_age=85.0, views=("AP", "PA")) == []
+    assert use_caveats(40.0, "RLO", min_age=18.0, max_age=85.0, views=("AP", "PA")) == [
+        "View RLO is not the validated AP or PA view"
+    ]
 
 
 def test_it_flags_missing_body_part_and_view_tags() -> None:
@@ -154,6 +167,6 @@ def test_it_treats_png_and_jpeg_as_secondary_captures_lacking_tags() -> None:
 
 
 def test_it_lists_every_caveat_of_an_image_outside_validated_use() -> None:
-    result = assess(age_years=None, view_position="PA")
+    result = assess(age_years=None, body_part=None)
 
-    assert result.reason == "Patient age is unknown; View PA is not the validated AP view"
+    assert result.reason == "Patient age is unknown; Body part is not recorded"

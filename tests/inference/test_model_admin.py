@@ -27,7 +27,9 @@ FIELDS = {
     "intended_use": "",
     "intended_min_age_years": "",
     "intended_max_age_years": "",
-    "intended_view": "AP",
+    "intended_views": '[]',
+    "population": "paediatric",
+    "features_key": "",
 }
 
 

@@ -69,7 +69,8 @@ def test_it_counts_every_outcome_and_writes_the_json_report(active_model, folder
     call_command("scope_report", str(folder), "--json", str(out))
 
     report = json.loads(out.read_text())
-    assert set(report) == {"n", "undecodable", "counts", "files", "undecodable_files"}
+    assert set(report) == {"n", "undecodable", "counts", "routed", "files", "undecodable_files"}
+    assert sum(report["routed"].values()) == 5  # every file the pixels judged names its routed version
     assert report["counts"] == {"in_domain": 4, "outside_domain": 0, "not_chest_xray": 1, "not_eligible": 2}
     assert report["n"] == 8 == len(report["files"]) + report["undecodable"]
     assert [row["path"] for row in report["undecodable_files"]] == ["cut.png"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.models import ModelVersion
-from inference.registry import ModelFileMismatch, ModelNotReady, active_model_version
+from inference.registry import ModelFileMismatch, ModelNotReady
 from inference.scope import OUTCOMES, ScopeReport, scope_report_make
 
 
@@ -21,14 +21,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("folder", type=Path)
-        parser.add_argument("--model", help="model version name (default: the active one)")
+        parser.add_argument(
+            "--model", help="judge every file with this version (default: each routed as the site routes it)"
+        )
         parser.add_argument("--json", type=Path, help="write the report here as JSON")
 
     def handle(self, *args, **options) -> None:
         folder: Path = options["folder"]
         if not folder.is_dir():
             raise CommandError(f"{folder} is not a folder")
-        version = self._version(options["model"])
+        version = self._version(options["model"]) if options["model"] else None
         try:
             report = scope_report_make(root=folder, version=version)
         except (ModelNotReady, ModelFileMismatch) as exc:
@@ -37,15 +39,15 @@ class Command(BaseCommand):
         if options["json"]:
             options["json"].write_text(json.dumps(report.as_json(), indent=2))
 
-    def _version(self, name: str | None) -> ModelVersion:
-        version = ModelVersion.objects.filter(name=name).first() if name else active_model_version()
+    def _version(self, name: str) -> ModelVersion:
+        version = ModelVersion.objects.filter(name=name).first()
         if version is None:
-            raise CommandError(f"no model version {name!r}" if name else "no active model version (run prepare_models)")
+            raise CommandError(f"no model version {name!r}")
         return version
 
-    def _print(self, report: ScopeReport, version: ModelVersion) -> None:
+    def _print(self, report: ScopeReport, version: ModelVersion | None) -> None:
         data = report.as_json()
-        self.stdout.write(f"model           {version.name}")
+        self.stdout.write(f"model           {version.name if version else 'routed: ' + ', '.join(data['routed'])}")
         self.stdout.write(f"files examined  {data['n']}")
         for outcome in OUTCOMES:
             self.stdout.write(f"{outcome:<15} {data['counts'][outcome]}")
