@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,18 @@ def test_it_names_the_site_of_each_caller(transactional_db, demo_site) -> None:
     assert caller_site(ae_title="NOBODY", default_site_code="") is None
     assert caller_site(ae_title="NOBODY", default_site_code="OTHER") == other
     assert caller_site(ae_title="NOBODY", default_site_code="MISSING") is None
+
+
+@pytest.mark.slow
+def test_it_speaks_dicom_tls_when_given_a_certificate_and_key(start_listener, peer, tmp_path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    self_signed = ("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1")
+    subprocess.run(["openssl", *self_signed, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    listener = start_listener(tls_cert_file=str(cert), tls_key_file=str(key))
+    trusting = ("+tla", "+cf", str(cert))  # anonymous client, the listener's certificate as the trusted one
+
+    stored = storescu(listener, _write(tmp_path, "a.dcm", _study(1)), extra=trusting)
+
+    assert stored.returncode == 0, stored.output
+    assert Image.objects.get().source_ae_title == "XRAY1"
+    assert storescu(listener, _write(tmp_path, "b.dcm", _study(2))).returncode != 0  # plain TCP is not served
