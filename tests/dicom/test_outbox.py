@@ -377,3 +377,29 @@ def test_a_film_sent_by_storescu_goes_on_to_orthanc_as_results(start_listener, o
 
     assert outbox_send(item_id=item.pk) == OutboxState.SENT
     assert orthanc.instance_uids() == {item.sop_instance_uid}
+
+
+def _wait_for(condition, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_a_worker_sends_the_outbox_retrying_while_orthanc_is_down(celery_worker, orthanc, demo_site, make_study):
+    study = make_study(demo_site)
+    ResultDestination.objects.create(ae_title=ORTHANC_AE, host="127.0.0.1", port=orthanc.dicom_port, all_sites=True)
+    orthanc.stop()
+
+    [item] = outbox_queue(study=study, image=None, objects=[ResultDicom("secondary_capture", _capture(study))])
+
+    # The worker's first try fails while Orthanc is down; its retry, 10 s later, finds Orthanc back.
+    _wait_for(lambda: OutboxItem.objects.filter(pk=item.pk, attempts=1).exclude(last_error="").exists())
+    orthanc.start()
+    _wait_for(lambda: OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENT).exists(), timeout=60)
+    assert orthanc.instance_uids() == {item.sop_instance_uid}
+    assert OutboxItem.objects.get(pk=item.pk).attempts == 2
