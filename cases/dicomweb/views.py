@@ -23,6 +23,7 @@ from django.urls import reverse
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, NotAcceptable, NotFound, ParseError, PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser, DataAndFiles
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -54,11 +55,20 @@ DICOM = "application/dicom"
 HEAD_BYTES = 16 * 1024  # enough of a part's header to name it in a failure
 
 
+class UnreadBody(BaseParser):
+    """STOW-RS reads its body itself, part by part; asked for form data (CSRF checks of a session), DRF gets none."""
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
+        return DataAndFiles({}, {})
+
+
 class JsonErrors(BaseContentNegotiation):
     """Views answer DICOM media types themselves; DRF only ever renders errors, as JSON."""
 
-    def select_parser(self, request: Request, parsers: list) -> Any:
-        return None
+    def select_parser(self, request: Request, parsers: list) -> BaseParser:
+        return UnreadBody()
 
     def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> tuple:
         return JSONRenderer(), JSONRenderer.media_type
@@ -124,15 +134,9 @@ def _dicom_json(body: Any, status: int = 200) -> HttpResponse:
 def _accepts(request: Request, media_types: tuple[str, ...]) -> None:
     """406 unless the Accept header (absent: anything) allows one of ``media_types``."""
     accept = request.headers.get("Accept", "")
-    if not accept.strip():
+    allowed = {"*/*", *media_types, *(f"{t.split('/')[0]}/*" for t in media_types)}
+    if not accept.strip() or any(multipart.media_type_of(i.strip())[0] in allowed for i in accept.split(",")):
         return
-    for item in accept.split(","):
-        media_type = multipart.media_type_of(item.strip())[0]
-        major = media_type.split("/")[0]
-        if media_type in ("*/*", *media_types) or media_type in {f"{t.split('/')[0]}/*" for t in media_types}:
-            return
-        if major == "*":
-            return
     raise NotAcceptable(f"This resource is sent as {', '.join(media_types)}.")
 
 

@@ -82,6 +82,21 @@ def test_it_refuses_a_chunked_body_it_cannot_read_and_answers_406_for_other_medi
     assert api(None).get("/dicomweb/nothing/here").status_code == 401
 
 
+@pytest.mark.django_db
+def test_it_stores_for_a_browser_session_with_its_csrf_token(demo_site, tech) -> None:
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(tech)
+    body = _body(("application/dicom", make_dicom()))
+    refused = _stow(browser, body)  # no CSRF token: refused before the body is read
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    secret = "a" * 32  # the CSRF cookie a page of the site would have set
+    browser.cookies["csrftoken"] = secret
+    response = _stow(browser, body, HTTP_X_CSRFTOKEN=secret)
+    assert response.status_code == 200, response.content
+
+
 @pytest.fixture
 def result_source(db):
     """A registered source of one result object (an SR-like secondary capture) per study: the outbox's stand-in."""
