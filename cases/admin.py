@@ -24,6 +24,7 @@ from cases.models import (
     Study,
     User,
 )
+from inference.admin_actions import run_again_with_version
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -216,6 +217,8 @@ class StudyAdminForm(forms.ModelForm):
 class StudyAdmin(admin.ModelAdmin):
     """Admins correct a study's patient or priority and delete studies uploaded in error."""
 
+    # The AI's own action, written beside its service (inference.admin_actions).
+    actions = [run_again_with_version]
     list_display = ("pk", "patient", "site", "priority", "status", "ai_probability", "ai_flagged", "received_at")
     list_filter = ("status", "priority", "site", "ai_flagged")
     search_fields = ("patient__patient_id", "patient__name", "accession_number", "study_instance_uid")
