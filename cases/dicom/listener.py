@@ -5,7 +5,8 @@ pynetdicom serves each association in its own thread; each C-STORE is one
 and prediction queue), so a broken instance is refused alone and the others
 of the association are stored. The answer says what happened:
 
-* 0x0000 once the instance is committed, or when it was already stored;
+* 0x0000 once the instance is committed, or when it was already stored (or is
+  one of Pneumo's own result objects, forwarded back by a PACS: not ingested);
 * 0xC000 for data that cannot be read or that ingest refuses (0xA900 when the
   dataset's SOP class is not the one it was sent as), the reason in the log;
 * 0xA700 for a storage or database error, so that the sender tries again.
@@ -27,12 +28,14 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from cases.dicom.network import RECEIVED_SYNTAXES
+from cases.dicom.results import MANUFACTURER
 from cases.imaging import DecodeError
 from cases.imaging.dicom_scan import scan_dicom
 from cases.ingest import DUPLICATE, STORED, IncomingFile, IngestOrigin, studies_ingest
@@ -98,15 +101,23 @@ def caller_site(*, ae_title: str, default_site_code: str) -> Site | None:
     return Site.objects.filter(code=default_site_code).first() if default_site_code else None
 
 
-def _sop_class_mismatch(data: bytes, expected: str) -> bool | None:
-    """Whether the dataset names another SOP class than it was sent as; None when it cannot be read."""
+def _header(data: bytes) -> Dataset | None:
+    """The few header attributes the listener checks itself; None when the data cannot be read."""
     try:
         # The structure is walked first (no recursion, lengths checked), as ingest does, before pydicom reads it.
         scan_dicom(data, max_inflated=settings.PNEUMO_MAX_UPLOAD_BYTES)
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        return str(ds.get("SOPClassUID", "")).strip() not in ("", expected)
+        return dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "Manufacturer"])
     except (DecodeError, InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError):
         return None
+
+
+def _sop_class_mismatch(header: Dataset, expected: str) -> bool:
+    return str(header.get("SOPClassUID", "")).strip() not in ("", expected)
+
+
+def _pneumos_own(header: Dataset) -> bool:
+    # A PACS that forwards the study back would otherwise have Pneumo read its own heatmap capture.
+    return str(header.get("Manufacturer", "")).strip() == MANUFACTURER
 
 
 def _instance_store(event: evt.Event, default_site_code: str) -> int:
@@ -117,13 +128,16 @@ def _instance_store(event: evt.Event, default_site_code: str) -> int:
         logger.warning("C-STORE from %s (%s) refused: calling AE title not recognised", calling, address)
         return CANNOT_UNDERSTAND
     data = event.encoded_dataset()
-    mismatch = _sop_class_mismatch(data, str(event.context.abstract_syntax))
-    if mismatch is None:
+    header = _header(data)
+    if header is None:
         logger.warning("C-STORE from %s (%s) refused: the dataset cannot be read", calling, address)
         return CANNOT_UNDERSTAND
-    if mismatch:
+    if _sop_class_mismatch(header, str(event.context.abstract_syntax)):
         logger.warning("C-STORE from %s (%s) refused: the dataset's SOP class is not the one sent", calling, address)
         return DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if _pneumos_own(header):
+        logger.info("C-STORE from %s (%s): one of Pneumo's own result objects, not ingested", calling, address)
+        return SUCCESS
     name = f"{calling}/{event.request.AffectedSOPInstanceUID or 'instance'}.dcm"
     report = studies_ingest(
         files=[IncomingFile(name, data)],
@@ -162,7 +176,7 @@ def _on_association_end(event: evt.Event) -> None:
 
 def _on_rejected(event: evt.Event) -> None:
     logger.warning(
-        "association from %s (%s) rejected: calling AE title not recognised",
+        "association from %s (%s) rejected (calling AE title not recognised, or too many associations)",
         event.assoc.requestor.ae_title.strip(),
         event.assoc.requestor.address,
     )

@@ -298,6 +298,9 @@ def outbox_send(*, item_id: int, now: datetime | None = None) -> str:
         c_store_send(item)
     except NotDelivered as failure:
         return _not_delivered(item, failure, now)
+    except Exception as exc:  # a network or library error: the item stays in the outbox, tried again
+        logger.exception("outbox item %s: the C-STORE failed unexpectedly", item.pk)
+        return _not_delivered(item, NotDelivered(f"{type(exc).__name__}: {exc}", retry=True), now)
     OutboxItem.objects.filter(pk=item.pk).update(
         state=OutboxState.SENT, sent_at=timezone.now(), lease_until=None, last_error=""
     )
@@ -342,8 +345,11 @@ def c_store_send(item: OutboxItem) -> None:
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
-    with default_storage.open(item.file.name, "rb") as handle:
-        dataset = dcmread(handle)
+    try:
+        with default_storage.open(item.file.name, "rb") as handle:
+            dataset = dcmread(handle)
+    except OSError as exc:
+        raise NotDelivered(f"the stored object cannot be read ({type(exc).__name__})", retry=False) from None
     destination = item.destination
     ae = AE(ae_title=settings.PNEUMO_DICOM_AE)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_SECONDS

@@ -219,6 +219,13 @@ def test_it_refuses_hostile_files_one_by_one_and_keeps_serving(start_listener, p
     assert echoscu(listener).returncode == 0
 
 
+def test_it_accepts_but_does_not_ingest_pneumos_own_result_objects_sent_back(start_listener, peer) -> None:
+    data = _study(1, extra={"Manufacturer": "Pneumo"})
+
+    assert _send(start_listener(), data) == [0x0000]
+    assert not Image.objects.exists()
+
+
 def test_it_names_the_site_of_each_caller(transactional_db, demo_site) -> None:
     from cases.dicom.listener import caller_site
 
