@@ -1,0 +1,141 @@
+"""Serve a features-only LiteRT model (the int8 Xception base) and apply a version's float head in NumPy.
+
+No Django and no TensorFlow: Celery workers import this. The ``.tflite`` file is made by
+``manage.py quantize_models`` (``inference.quantization``): the packaged Xception base at 224 px,
+full-integer quantised, float32 input and float32 (dequantised) output, one rank-4 output, the
+``N x 7 x 7 x 2048`` feature map. Every version that shares the frozen base shares this file; its
+own head (``head.npz`` from its float32 conversion) gives the logits and Grad-CAM.
+
+For the registry/runtime side::
+
+    model = FeatureMapModel(path, num_threads=1)          # nothing loaded yet (fork-safe)
+    maps = model.run(batch)                               # N x S x S x 3 float32 -> N x 7 x 7 x 2048 float32
+    outputs = model.predict_batch(images, head=head, heatmap_scale=s, preprocessing=BICUBIC_224)
+
+``predict_batch`` returns the same ``inference.classifier.ClassifierOutput`` as
+``LiteRTClassifier.predict_batch`` (logits from ``head_logits``, heatmap from ``raw_gradcam`` and
+``scale_heatmap``), so a caller can swap one for the other. Gate figures: ``inference.quantization_gates``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference.classifier import (
+    BICUBIC_224,
+    PNEUMONIA_INDEX,
+    ClassifierOutput,
+    Head,
+    Preprocessing,
+    preprocess,
+    raw_gradcam,
+    scale_heatmap,
+    softmax,
+)
+from inference.domain import pooled_features
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+
+def head_logits(pooled: np.ndarray, head: Head) -> np.ndarray:
+    """``N x 2`` float32 logits of the dense head (Dense(relu) -> Dropout (identity) -> Dense) on pooled features."""
+    hidden = np.maximum(np.asarray(pooled, dtype=np.float32) @ head.w1 + head.b1, 0.0)
+    return hidden @ head.w2 + head.b2
+
+
+class FeatureMapModel:
+    """A LiteRT model with one float32 rank-4 output (the feature map), created lazily per process.
+
+    Like ``LiteRTClassifier``, the interpreter is made on first use in each process, so an object
+    built before a prefork never shares the parent's native state across ``fork``.
+    """
+
+    def __init__(self, tflite_path: str | os.PathLike[str], *, num_threads: int = 1) -> None:
+        self.tflite_path = Path(tflite_path)
+        self.num_threads = num_threads
+        self._interpreter: Interpreter | None = None
+        self._owner_pid: int | None = None
+        self._batch_size = 0
+        self._input_size = 0
+
+    def _get_interpreter(self) -> Interpreter:
+        if self._interpreter is None or self._owner_pid != os.getpid():
+            from ai_edge_litert.interpreter import Interpreter
+
+            interpreter = Interpreter(model_path=str(self.tflite_path), num_threads=self.num_threads)
+            (self._input,) = interpreter.get_input_details()
+            outputs = interpreter.get_output_details()
+            if len(outputs) != 1 or len(outputs[0]["shape"]) != 4:
+                raise ValueError(f"{self.tflite_path} must have one rank-4 output, has {len(outputs)} outputs")
+            if self._input["dtype"] != np.float32 or outputs[0]["dtype"] != np.float32:
+                raise ValueError(f"{self.tflite_path} must take and return float32 (quantised inside only)")
+            self._output_index = outputs[0]["index"]
+            self._interpreter, self._owner_pid, self._batch_size = interpreter, os.getpid(), 0
+        return self._interpreter
+
+    def _ensure_batch(self, interpreter: Interpreter, batch_size: int, size: int) -> None:
+        if (batch_size, size) != (self._batch_size, self._input_size):
+            interpreter.resize_tensor_input(self._input["index"], [batch_size, size, size, 3], strict=True)
+            interpreter.allocate_tensors()
+            self._batch_size, self._input_size = batch_size, size
+
+    def load(self, size: int = BICUBIC_224.size) -> FeatureMapModel:
+        """Create the interpreter now (e.g. in a worker's init) instead of on first run."""
+        self._ensure_batch(self._get_interpreter(), 1, size)
+        return self
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed ``N x S x S x 3`` float32 input -> ``N x H x W x 2048`` float32 feature maps (a copy)."""
+        interpreter = self._get_interpreter()
+        self._ensure_batch(interpreter, batch.shape[0], batch.shape[1])
+        interpreter.set_tensor(self._input["index"], np.ascontiguousarray(batch, dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(self._output_index)
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray | Image.Image],
+        *,
+        head: Head,
+        heatmap_scale: float,
+        preprocessing: Preprocessing = BICUBIC_224,
+        heatmap: bool = True,
+    ) -> list[ClassifierOutput]:
+        """``LiteRTClassifier.predict_batch``'s results, from this base and ``head``; timings are per-image shares."""
+        if not images:
+            return []
+        n = len(images)
+        t0 = time.perf_counter()
+        batch = np.concatenate([preprocess(image, preprocessing) for image in images])
+        t1 = time.perf_counter()
+        feature_maps = self.run(batch)
+        pooled = pooled_features(feature_maps)
+        logits = head_logits(pooled, head)
+        t2 = time.perf_counter()
+        heatmaps = [scale_heatmap(raw_gradcam(fm, head), heatmap_scale) if heatmap else None for fm in feature_maps]
+        t3 = time.perf_counter()
+        probabilities = softmax(logits)[:, PNEUMONIA_INDEX]
+        return [
+            ClassifierOutput(
+                probability=float(probabilities[i]),
+                logits=(float(logits[i, 0]), float(logits[i, 1])),
+                heatmap=heatmaps[i],
+                input_sha256=hashlib.sha256(batch[i].tobytes()).hexdigest(),
+                preprocess_ms=(t1 - t0) * 1000 / n,
+                inference_ms=(t2 - t1) * 1000 / n,
+                heatmap_ms=(t3 - t2) * 1000 / n,
+                preprocessing_version=preprocessing.name,
+                pooled_features=pooled[i],
+            )
+            for i in range(n)
+        ]
