@@ -403,3 +403,22 @@ def test_a_worker_sends_the_outbox_retrying_while_orthanc_is_down(celery_worker,
     _wait_for(lambda: OutboxItem.objects.filter(pk=item.pk, state=OutboxState.SENT).exists(), timeout=60)
     assert orthanc.instance_uids() == {item.sop_instance_uid}
     assert OutboxItem.objects.get(pk=item.pk).attempts == 2
+
+
+def test_a_film_from_a_modality_comes_back_to_the_pacs_as_an_sr_and_a_capture(
+    celery_worker, start_listener, orthanc, demo_site, tmp_path
+) -> None:
+    """The whole loop with real parts: storescu -> listener -> ingest -> worker (model) -> outbox -> Orthanc."""
+    listener = start_listener(default_site="DEMO")
+    ResultDestination.objects.create(ae_title=ORTHANC_AE, host="127.0.0.1", port=orthanc.dicom_port, all_sites=True)
+    film = tmp_path / "film.dcm"
+    film.write_bytes(make_dicom(12, shape=(512, 512), patient_id="LOOP-1"))
+
+    assert storescu(listener, film, calling="MODALITY").returncode == 0
+
+    _wait_for(lambda: OutboxItem.objects.filter(state=OutboxState.SENT).count() == 2, timeout=120)
+    kinds = set(OutboxItem.objects.values_list("kind", flat=True))
+    assert kinds == {ResultObject.AI_SR, ResultObject.SECONDARY_CAPTURE}
+    assert orthanc.instance_uids() == set(OutboxItem.objects.values_list("sop_instance_uid", flat=True))
+    prediction = Prediction.objects.get()
+    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.image.source_ae_title == "MODALITY"
