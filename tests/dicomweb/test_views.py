@@ -151,3 +151,22 @@ def test_it_lists_and_serves_registered_result_objects_in_their_study(api, demo_
     assert client.get(reverse("dicomweb:instance-rendered", kwargs=address)).status_code == 404
     assert api(north_rad).get(reverse("dicomweb:instance", kwargs=address)).status_code == 404
     assert api(north_rad).get(reverse("dicomweb:studies"), {"ModalitiesInStudy": "SR"}).json() == []
+
+
+@pytest.mark.django_db
+def test_it_queues_the_ai_for_stored_instances_and_leaves_png_uploads_out(api, demo_site, tech, model_version) -> None:
+    from cases.ingest import IncomingFile, ManualPatient, studies_ingest
+    from inference.models import Prediction
+
+    # Given a PNG uploaded with typed patient details (no DICOM header, no series)
+    studies_ingest(files=[IncomingFile("chest.png", make_png())], site=demo_site, user=tech,
+                   manual=ManualPatient(patient_id="PNG-1"))  # fmt: skip
+
+    # When a DICOM instance is stored through STOW-RS
+    assert _stow(api(tech), _body(("application/dicom", make_dicom()))).status_code == 200
+
+    # Then its AI result is queued as for an upload, and only it is a DICOMweb instance
+    image = Image.objects.get(kind="dicom")
+    assert Prediction.objects.filter(image=image, model_version=model_version, status="pending").exists()
+    [found] = api(tech).get(reverse("dicomweb:studies")).json()
+    assert Dataset.from_json(found).StudyInstanceUID == image.study.study_instance_uid
