@@ -9,15 +9,15 @@ out too (it has no WADO-RS address).
 
 **Extension point for result objects.** Pneumo's AI result SR, heatmap
 secondary capture and report SR join the study they describe. The module that
-stores them registers a source once at start-up::
+stores them registers a source once, on import::
 
-    register_instance_source(InstanceSource(name="results", instances=result_instances,
+    register_instance_source(InstanceSource(name="outbox", instances=result_instances,
                                             study_ids_with_modality=result_study_ids))
 
-``cases/dicomweb/outbox_source.py`` registers the outbox's stored objects this
-way (imported by the views).
+``cases/dicomweb/outbox_source.py`` does so for the objects the result outbox
+stored (the views import it).
 
-``instances(study_ids)`` yields an ``Instance`` (with ``open`` returning the
+``instances(study_ids)`` yields an ``Instance`` (with ``opener`` returning the
 Part 10 bytes) for each stored object of those studies. The studies passed are
 ones the user may already see (``studies_for_user``), so a source needs no
 access check of its own. ``study_ids_with_modality(modalities)`` (for an empty
