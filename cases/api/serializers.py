@@ -627,6 +627,9 @@ class ModelVersionSerializer(JsonTypes, serializers.ModelSerializer):
             "converted_at",
         ]
         extra_kwargs = {"threshold": {"min_value": 0.0, "max_value": 1.0}}
+        # Not DRF's check of one active version per population: activating one replaces its
+        # population's active version (model_version_activate), behind the parity gate.
+        validators: list = []
 
     def validate_sha256(self, value: str) -> str:
         return value.lower()
