@@ -30,6 +30,13 @@ class StudyFhirView(ApiView):
     # FHIR's own media type first, so that a client asking for nothing in particular gets it.
     renderer_classes = [FhirJsonRenderer, JSONRenderer]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are the API's JSON errors, as documented, whatever the Bundle's media type.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
     @extend_schema(
         responses={(200, FHIR_JSON): OpenApiTypes.OBJECT, **_json_errors(404)},
         summary="The study as a FHIR R4 Bundle: Patient, ImagingStudy, Device, AI Observations, DiagnosticReport",
