@@ -25,6 +25,12 @@ class Site(models.Model):
     alert_webhook_url = models.URLField(
         blank=True, help_text="Optional: POSTed a JSON notice (no patient data) when a stat or urgent study is flagged."
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Delete the image files of a reported study this many days after its latest signature "
+        "(the study, its AI results, reports and audit trail stay). Empty: keep them forever.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -76,6 +82,10 @@ class Patient(models.Model):
     demographics_conflict = models.TextField(
         blank=True, help_text="Set when an upload disagreed with these demographics; an admin resolves it."
     )
+    legal_hold = models.BooleanField(
+        default=False, help_text="Keeps every image file of this patient whatever the site's retention policy"
+    )
+    legal_hold_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,6 +125,10 @@ class Study(models.Model):
     )
     status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVED)
     status_reason = models.TextField(blank=True)
+    legal_hold = models.BooleanField(
+        default=False, help_text="Keeps every image file of this study whatever the site's retention policy"
+    )
+    legal_hold_reason = models.CharField(max_length=200, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploaded_studies"
     )
@@ -174,6 +188,7 @@ class FileState(models.TextChoices):
     OK = "ok", "Verified"
     CHANGED = "changed", "Changed on disk"
     MISSING = "missing", "Missing"
+    PURGED = "purged", "Deleted by retention policy"
 
 
 class Image(models.Model):
@@ -206,6 +221,7 @@ class Image(models.Model):
     ai_eligibility = models.CharField(max_length=24, choices=Eligibility.choices)
     ai_eligibility_reason = models.TextField(blank=True)
     file_state = models.CharField(max_length=8, choices=FileState.choices, default=FileState.OK)
+    purged_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When retention deleted the file")
     # The 8-bit image already reduced to the model's input grid at ingest (a
     # ~15 kB PNG), so the worker need not decode the original again; workers
     # fall back to the original when the preprocessing version differs.
