@@ -2,7 +2,8 @@
 
 A changed or missing file marks its image, which blocks signing of the study
 until an admin resolves it; files in storage that no image points at are
-reported as orphans.
+reported as orphans. A file the retention policy deleted (``purged``) is gone
+on purpose: it is listed apart and never counts against the storage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class StorageReport:
     missing: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    purged: list[int] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -59,6 +61,9 @@ def storage_verify() -> StorageReport:
     report = StorageReport()
     known = set()
     for image in Image.objects.only("pk", "file", "sha256", "file_state", "site").iterator():
+        if image.file_state == FileState.PURGED:
+            report.purged.append(image.pk)
+            continue
         known.add(image.file.name)
         state = _state_of(image)
         report.checked += 1

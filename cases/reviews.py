@@ -168,7 +168,8 @@ def _validate(reading: ReadingInput, agreement: str) -> str:
 
 
 def _files_intact(study: Study) -> None:
-    if study.images.exclude(file_state=FileState.OK).exists():
+    # A file the retention policy deleted is gone on purpose: its report may still be amended.
+    if study.images.exclude(file_state__in=(FileState.OK, FileState.PURGED)).exists():
         raise ReviewError(
             "An image file of this study changed or went missing; an admin must resolve it first.", "conflict"
         )

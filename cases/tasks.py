@@ -26,3 +26,11 @@ def outbox_sweep_task() -> int:
     from cases.dicom.outbox import outbox_sweep
 
     return outbox_sweep()
+
+
+@acks_late_task(name="cases.tasks.retention_apply", ignore_result=True)
+def retention_apply_task() -> int:
+    # Each image is its own transaction, re-checked under its lock: a second delivery purges nothing twice.
+    from cases.retention import retention_apply
+
+    return retention_apply()

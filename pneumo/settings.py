@@ -188,6 +188,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-idle-claims": {"task": "cases.tasks.claims_expire", "schedule": 60.0},
     # Result objects whose message was lost (broker down, worker killed) go out on the next sweep.
     "sweep-result-outbox": {"task": "cases.tasks.outbox_sweep", "schedule": 30.0},
+    # Each site's retention policy (cases.retention), once a day.
+    "apply-retention": {"task": "cases.tasks.retention_apply", "schedule": 24 * 3600.0},
 }
 PNEUMO_WORKER_NICE = envint("PNEUMO_WORKER_NICE", 10)
 PNEUMO_TASK_MAX_ATTEMPTS = envint("PNEUMO_TASK_MAX_ATTEMPTS", 3)
