@@ -15,6 +15,12 @@ For the registry/runtime side::
 ``predict_batch`` returns the same ``inference.classifier.ClassifierOutput`` as
 ``LiteRTClassifier.predict_batch`` (logits from ``head_logits``, heatmap from ``raw_gradcam`` and
 ``scale_heatmap``), so a caller can swap one for the other. Gate figures: ``inference.quantization_gates``.
+
+The committed file is ``models/xception224-int8/base-int8.tflite``; ``int8-manifest.json`` beside it
+(not ``manifest.json``, which the registry would take for a shipped version) holds its ``sha256`` and,
+under ``gates[<version name>]``, each version's figures with ``passed`` and the ``head_sha256`` and
+``float32_tflite_sha256`` they were measured with: serve int8 for a version only where ``passed`` is
+true and those match its registered conversion.
 """
 
 from __future__ import annotations
