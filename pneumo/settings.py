@@ -277,6 +277,10 @@ PNEUMO_CLAIM_IDLE_SECONDS = envint("PNEUMO_CLAIM_IDLE_SECONDS", 20 * 60)
 PNEUMO_DEMO_PASSWORD = envstr("PNEUMO_DEMO_PASSWORD")
 PNEUMO_DEMO_STUDIES = envbool("PNEUMO_DEMO_STUDIES", True)
 PNEUMO_METRICS_TOKEN = envstr("PNEUMO_METRICS_TOKEN")
+# The secret key of de-identified exports (pseudonyms, UIDs, date offsets): a file of at least 32 bytes.
+# Empty: one is generated on the first export and kept in PNEUMO_DEID_GENERATED_KEY_FILE.
+PNEUMO_DEID_KEY_FILE = envstr("PNEUMO_DEID_KEY_FILE")
+PNEUMO_DEID_GENERATED_KEY_FILE = BASE_DIR / "var" / "deid.key"
 
 # --- DICOM network ---------------------------------------------------------------
 # The DICOM listener (manage.py dicom_listener) and where results are sent back.
