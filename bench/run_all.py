@@ -26,6 +26,10 @@ SCRIPTS = [
     ),
     ("Worklist with 10,000 studies", ["bench/worklist.py", "--requests", "50"]),
     ("End to end through the running site (web server, Celery, Redis)", ["bench/e2e.py", "--runs", "50"]),
+    (
+        "DICOM network: storescu in, results out to Orthanc, against the upload path",
+        ["bench/dicom_network.py", "--instances", "100", "--size", "2048"],
+    ),
     ("Slow clients against make run's web server", ["bench/slow_clients.py", "--web-only", "--seconds", "15"]),
     ("Uploads: memory after refusals, zip bombs", ["bench/upload_memory.py"]),
 ]
