@@ -523,6 +523,8 @@ def _image_fields(decoded: DecodedImage, ident: Identity, eligibility, grid_prep
         "modality": meta.modality or "",
         "view_position": meta.view_position or "",
         "body_part": meta.body_part or "",
+        "manufacturer": (meta.manufacturer or "")[:64],
+        "manufacturer_model_name": (meta.manufacturer_model_name or "")[:64],
         "rows": meta.rows,
         "columns": meta.columns,
         "bits_stored": meta.bits_stored or 8,

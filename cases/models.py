@@ -201,6 +201,9 @@ class Image(models.Model):
     modality = models.CharField(max_length=16, blank=True)
     view_position = models.CharField(max_length=16, blank=True)
     body_part = models.CharField(max_length=64, blank=True)
+    # The X-ray unit, from DICOM (blank for PNG/JPEG): the validation report splits its figures by device.
+    manufacturer = models.CharField(max_length=64, blank=True)
+    manufacturer_model_name = models.CharField(max_length=64, blank=True)
     file = models.FileField(upload_to="studies/%Y/%m/", max_length=255)
     original_filename = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64)

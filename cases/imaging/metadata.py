@@ -81,6 +81,8 @@ def _descriptions(ds: Dataset) -> dict[str, str | None]:
         "modality": _upper(_text(ds, "Modality")),
         "body_part": _text(ds, "BodyPartExamined"),
         "view_position": _text(ds, "ViewPosition"),
+        "manufacturer": _text(ds, "Manufacturer"),
+        "manufacturer_model_name": _text(ds, "ManufacturerModelName"),
         "specific_character_set": _text(ds, "SpecificCharacterSet", joined=True),
     }
 

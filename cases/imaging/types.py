@@ -46,6 +46,8 @@ class ImageMetadata:
     modality: str | None = None
     body_part: str | None = None
     view_position: str | None = None
+    manufacturer: str | None = None
+    manufacturer_model_name: str | None = None
     patient_id: str | None = None
     patient_name: str | None = None
     patient_name_dicom: str | None = None
