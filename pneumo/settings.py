@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "cases",
+    "cases.oidc",
     "inference",
 ]
 
@@ -254,7 +255,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # --- Authentication -------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "cases.oidc.backends.LocalPasswordBackend",  # Django's password check, under PNEUMO_LOCAL_LOGIN
+    "cases.oidc.backends.SsoBackend",  # keeps the sessions that single sign-on opened
 ]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
@@ -277,6 +279,22 @@ PNEUMO_CLAIM_IDLE_SECONDS = envint("PNEUMO_CLAIM_IDLE_SECONDS", 20 * 60)
 PNEUMO_DEMO_PASSWORD = envstr("PNEUMO_DEMO_PASSWORD")
 PNEUMO_DEMO_STUDIES = envbool("PNEUMO_DEMO_STUDIES", True)
 PNEUMO_METRICS_TOKEN = envstr("PNEUMO_METRICS_TOKEN")
+
+# --- Single sign-on (OpenID Connect) ------------------------------------------------
+# Empty issuer: SSO is off. The provider's endpoints come from its discovery document at first use.
+PNEUMO_OIDC_ISSUER = envstr("PNEUMO_OIDC_ISSUER").strip().rstrip("/")
+PNEUMO_OIDC_CLIENT_ID = envstr("PNEUMO_OIDC_CLIENT_ID")
+PNEUMO_OIDC_CLIENT_SECRET = envstr("PNEUMO_OIDC_CLIENT_SECRET")  # best given as PNEUMO_OIDC_CLIENT_SECRET_FILE
+PNEUMO_OIDC_SCOPES = envstr("PNEUMO_OIDC_SCOPES", "openid email profile")
+PNEUMO_OIDC_PROVIDER_NAME = envstr("PNEUMO_OIDC_PROVIDER_NAME", "single sign-on")
+PNEUMO_OIDC_ROLE_CLAIM = envstr("PNEUMO_OIDC_ROLE_CLAIM", "roles")
+PNEUMO_OIDC_SITE_CLAIM = envstr("PNEUMO_OIDC_SITE_CLAIM", "sites")
+PNEUMO_OIDC_MFA_AMR = envlist("PNEUMO_OIDC_MFA_AMR")
+PNEUMO_LOCAL_LOGIN = envstr("PNEUMO_LOCAL_LOGIN", "all").strip().lower()
+if PNEUMO_LOCAL_LOGIN not in {"all", "admins"}:
+    raise ImproperlyConfigured("PNEUMO_LOCAL_LOGIN must be 'all' or 'admins'")
+if PNEUMO_OIDC_ISSUER and not PNEUMO_OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("PNEUMO_OIDC_ISSUER is set: PNEUMO_OIDC_CLIENT_ID is needed too")
 # The secret key of de-identified exports (pseudonyms, UIDs, date offsets): a file of at least 32 bytes.
 # Empty: one is generated on the first export and kept in PNEUMO_DEID_GENERATED_KEY_FILE.
 PNEUMO_DEID_KEY_FILE = envstr("PNEUMO_DEID_KEY_FILE")

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 from cases import audit_export
 from cases import views as case_views
+from cases.oidc import views as oidc_views
 
 admin.site.site_header = "Pneumo administration"
 admin.site.site_title = "Pneumo admin"
@@ -17,12 +17,9 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("pneumo/favicon.ico"), permanent=True), name="favicon"),
     path("health/", case_views.health, name="health"),
     path("metrics", case_views.metrics, name="metrics"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", oidc_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", oidc_views.logout_view, name="logout"),
+    path("accounts/sso/", include("cases.oidc.urls")),
     path("audit/export.csv", audit_export.audit_export_csv, name="audit_export_csv"),
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),

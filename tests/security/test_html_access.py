@@ -103,6 +103,9 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("home", "get"): {"anon": 302, "tech": 302, "rad": 302, "admin": 302},
     ("login", "get"): {"anon": 200, "tech": 302, "rad": 302, "admin": 302},
     ("logout", "post"): {"anon": 302, "tech": 302, "rad": 302, "admin": 302},
+    # Single sign-on is off unless PNEUMO_OIDC_ISSUER is set (tests/cases/test_sso.py turns it on).
+    ("sso_login", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 404},
+    ("sso_callback", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 404},
     ("health", "get"): {"anon": 200, "tech": 200, "rad": 200, "admin": 200},
     ("favicon", "get"): {"anon": 301, "tech": 301, "rad": 301, "admin": 301},
     ("metrics", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 200},
