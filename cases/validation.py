@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.db.models import CharField, QuerySet, Value
+from django.http import Http404
 
-from cases.models import Finding, Review, Site
-from cases.selectors import day_start
+from cases.models import Finding, Review, Site, User
+from cases.selectors import day_start, sites_for_user
 from cases.validation_stats import validation_figures
 from inference.models import ModelVersion, Prediction, PredictionStatus
 
@@ -51,6 +52,21 @@ class StudyResult:
     view: str
     domain: str
     mode: str
+
+
+def validation_site(*, user: User, code: str) -> Site:
+    """The site by code (any case) among the user's; 404 otherwise (pages and API alike)."""
+    site = sites_for_user(user=user).filter(code__iexact=code).first()
+    if site is None:
+        raise Http404("Unknown site.")
+    return site
+
+
+def validation_model(*, name: str) -> ModelVersion:
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is None:
+        raise Http404("Unknown model version.")
+    return version
 
 
 def validation_report(

@@ -10,7 +10,7 @@ from csp.decorators import csp_update
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from cases.api import fhir, schema, views  # schema also registers the token scheme with drf-spectacular
+from cases.api import fhir, schema, validation, views  # schema also registers the token scheme with drf-spectacular
 
 app_name = "api"
 
@@ -37,6 +37,7 @@ v1 = [
     path("models/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-detail"),
     path("stats/", views.StatsView.as_view(), name="stats"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
+    path("validation/", validation.ValidationReportView.as_view(), name="validation"),
 ]
 
 docs_view = schema.SwaggerPage.as_view(url_name="api:schema")
