@@ -41,13 +41,20 @@ def claim_values(value: Any, *, lower: bool = True) -> set[str]:
     return {v.lower() for v in values} if lower else values
 
 
-@transaction.atomic
 def sso_user_sync(*, issuer: str, claims: dict[str, Any]) -> User:
     """The user this subject is, created on first login, with the claims' role and sites applied.
 
     Raises ``SsoRefused`` when the claims give no role (the account is deactivated too) or when
     the account was deactivated: reactivating is an administrator's decision, not the provider's.
     """
+    outcome = _sync(issuer=issuer, claims=claims)
+    if isinstance(outcome, SsoRefused):
+        raise outcome  # after the transaction: a deactivation must stay
+    return outcome
+
+
+@transaction.atomic
+def _sync(*, issuer: str, claims: dict[str, Any]) -> User | SsoRefused:
     roles = claim_values(claims.get(settings.PNEUMO_OIDC_ROLE_CLAIM)) & ROLES
     identity = (
         OidcIdentity.objects.select_for_update()
@@ -60,12 +67,12 @@ def sso_user_sync(*, issuer: str, claims: dict[str, Any]) -> User:
             identity.user.is_active = False
             identity.user.save(update_fields=["is_active"])
             audit_record(action="user_deactivated", user=identity.user, obj=identity.user, reason="sso_no_role")
-        raise SsoRefused(NO_ROLE, username=identity.user.username if identity else _username_wanted(claims))
+        return SsoRefused(NO_ROLE, username=identity.user.username if identity else _username_wanted(claims))
     if identity is None:
         identity = _identity_create(issuer=issuer, claims=claims)
     user = identity.user
     if not user.is_active:
-        raise SsoRefused(INACTIVE, username=user.username)
+        return SsoRefused(INACTIVE, username=user.username)
     _roles_apply(
         user=user, roles=roles, site_codes=claim_values(claims.get(settings.PNEUMO_OIDC_SITE_CLAIM), lower=False)
     )
