@@ -29,7 +29,7 @@ from tests.processes import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
-CLIENT_SECRET = "pneumo-test-secret"  # noqa: S105 (the test provider's client, tests/oidc/provider.mjs)
+CLIENT_SECRET = "pneumo-test-secret"  # the test provider's client, tests/oidc/provider.mjs
 ACCOUNTS = {
     "terry": {"roles": ["technician"], "sites": ["DEMO"], "name": "Terry Tech"},
     "rae": {"roles": ["radiologist"], "sites": ["DEMO"], "name": "Dr Rae"},
