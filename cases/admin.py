@@ -24,7 +24,11 @@ from cases.models import (
     Study,
     User,
 )
+from cases.retention import legal_hold_recorded
 from inference.admin_actions import run_again_with_version
+
+# A hold set, lifted or re-worded is its own audit event, beside the admin change.
+_LEGAL_HOLD_FIELDS = {"legal_hold", "legal_hold_reason"}
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -52,7 +56,7 @@ class AuditedAdmin(admin.ModelAdmin):
 
 @admin.register(Site)
 class SiteAdmin(AuditedAdmin):
-    list_display = ("code", "name", "ai_outside_validated_use", "created_at")
+    list_display = ("code", "name", "ai_outside_validated_use", "retention_days", "created_at")
     search_fields = ("code", "name")
     list_filter = ("ai_outside_validated_use",)
 
@@ -159,7 +163,16 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
 class PatientAdminForm(forms.ModelForm):
     class Meta:
         model = Patient
-        fields = ["site", "patient_id", "name", "birth_date", "sex", "demographics_conflict"]
+        fields = [
+            "site",
+            "patient_id",
+            "name",
+            "birth_date",
+            "sex",
+            "demographics_conflict",
+            "legal_hold",
+            "legal_hold_reason",
+        ]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -171,8 +184,8 @@ class PatientAdminForm(forms.ModelForm):
 @admin.register(Patient)
 class PatientAdmin(AuditedAdmin):
     form = PatientAdminForm
-    list_display = ("patient_id", "name", "birth_date", "sex", "site", "has_conflict", "created_at")
-    list_filter = ("site", "sex")
+    list_display = ("patient_id", "name", "birth_date", "sex", "site", "has_conflict", "legal_hold", "created_at")
+    list_filter = ("site", "sex", "legal_hold")
     search_fields = ("patient_id", "name")
     list_select_related = ("site",)
 
@@ -184,6 +197,8 @@ class PatientAdmin(AuditedAdmin):
         services.patient_correct(
             patient=obj, changed_fields=list(form.changed_data), user=request.user, request=request
         )
+        if _LEGAL_HOLD_FIELDS & set(form.changed_data):
+            legal_hold_recorded(obj=obj, user=request.user, request=request)
         return None
 
     @admin.display(boolean=True, description="Conflict")
@@ -203,7 +218,17 @@ class ImageInline(admin.TabularInline):
 class StudyAdminForm(forms.ModelForm):
     class Meta:
         model = Study
-        fields = ["patient", "site", "study_instance_uid", "accession_number", "study_date", "description", "priority"]
+        fields = [
+            "patient",
+            "site",
+            "study_instance_uid",
+            "accession_number",
+            "study_date",
+            "description",
+            "priority",
+            "legal_hold",
+            "legal_hold_reason",
+        ]
 
     def clean(self) -> dict:
         data = super().clean()
@@ -220,7 +245,7 @@ class StudyAdmin(admin.ModelAdmin):
     # The AI's own action, written beside its service (inference.admin_actions).
     actions = [run_again_with_version]
     list_display = ("pk", "patient", "site", "priority", "status", "ai_probability", "ai_flagged", "received_at")
-    list_filter = ("status", "priority", "site", "ai_flagged")
+    list_filter = ("status", "priority", "site", "ai_flagged", "legal_hold")
     search_fields = ("patient__patient_id", "patient__name", "accession_number", "study_instance_uid")
     list_select_related = ("patient", "site")
     readonly_fields = (
@@ -244,6 +269,8 @@ class StudyAdmin(admin.ModelAdmin):
             services.study_move(study=obj, patient=obj.patient, user=request.user, request=request)
         super().save_model(request, obj, form, change)
         audit_record(action="admin_change", user=request.user, obj=obj, request=request, fields=list(form.changed_data))
+        if _LEGAL_HOLD_FIELDS & set(form.changed_data):
+            legal_hold_recorded(obj=obj, user=request.user, request=request)
 
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
         services.study_delete(study=obj, user=request.user, request=request)

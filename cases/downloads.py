@@ -11,11 +11,12 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseGone
 
 from cases import selectors
 from cases.audit import audit_record
 from cases.models import Image
+from cases.retention import retention_notice
 
 CONTENT_TYPES = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg"}
 
@@ -25,7 +26,20 @@ def download_name(image: Image) -> str:
     return f"image-{image.pk}{ext}"  # no patient data in file names
 
 
+def purged_response(image: Image) -> HttpResponse | None:
+    """410 Gone, saying when, for an image whose file the retention policy deleted; None for any other."""
+    notice = retention_notice(image)
+    if not notice:
+        return None
+    response = HttpResponseGone(notice, content_type="text/plain; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
 def file_response(image: Image) -> HttpResponse:
+    if (gone := purged_response(image)) is not None:
+        return gone
     content_type = CONTENT_TYPES.get(image.kind, "application/octet-stream")
     if settings.PNEUMO_SENDFILE_HEADER:
         response = HttpResponse(content_type=content_type)

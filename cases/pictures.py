@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from cases.imaging import DecodedImage, DecodeError, decode, display_value_offset, render_display_png
 from cases.models import Image
+from cases.retention import retention_notice
 from inference.models import Prediction
 
 # (position in [0, 1], RGB): dark blue through cyan and yellow to red, readable over grey.
@@ -54,6 +55,8 @@ class RenderUnavailable(Exception):
 
 
 def _decoded(image: Image) -> DecodedImage:
+    if notice := retention_notice(image):
+        raise RenderUnavailable(notice)
     try:
         with default_storage.open(image.file.name, "rb") as handle:
             data = handle.read()

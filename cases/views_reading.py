@@ -23,9 +23,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cases import pictures, reviews, selectors
 from cases.audit import audit_record
+from cases.downloads import purged_response
 from cases.edges import drawn, heatmap_viewed, image_viewed, no_store, png_response, review_error_status
 from cases.imaging.age import age_statement
 from cases.models import Finding, Image, OverruleReason, Priority, Review, Site, Study, User
+from cases.retention import retention_notice
 from cases.reviews import ReadingInput, ReviewError
 from cases.states import REVIEWABLE, StudyStatus
 from cases.stats import daily_chart, dashboard_stats
@@ -307,6 +309,7 @@ def _image_item(image: Image, prediction: Prediction | None, *, site: Site) -> d
         # A result that does not count gets no heatmap on the pages: nothing hot to look at.
         "has_heatmap": prediction_has_heatmap(prediction),
         "age": age_statement(image.patient_age_years, image.patient_age_source, image.patient_age_reason),
+        "notice": retention_notice(image),
     }
 
 
@@ -427,6 +430,8 @@ def _size(request: HttpRequest, name: str) -> int | None:
 def image_pixels(request: HttpRequest, pk: int) -> HttpResponse:
     """Raw little-endian uint16 display values for the viewer; size, offset and window in headers."""
     image = image_viewed(request=request, pk=pk, rendering="pixels")
+    if (gone := purged_response(image)) is not None:
+        return gone
     data, meta = drawn(lambda: pictures.image_source_pixels(image))
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
     response = HttpResponse(pictures.gzip_bytes(data) if gzipped else data, content_type="application/octet-stream")
@@ -441,6 +446,8 @@ def image_pixels(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def image_render(request: HttpRequest, pk: int) -> HttpResponse:
     image = image_viewed(request=request, pk=pk, rendering="render")
+    if (gone := purged_response(image)) is not None:
+        return gone
     window = {"center": _number(request, "center"), "width": _number(request, "width")}
     return png_response(drawn(lambda: pictures.render_image_png(image, max_size=_size(request, "max_size"), **window)))
 

@@ -160,8 +160,15 @@
     msg.classList.toggle("error", Boolean(isError));
   }
 
-  async function load(pixelsUrl, heatmapUrl) {
+  async function load(pixelsUrl, heatmapUrl, notice) {
     const token = ++loadToken;
+    if (notice) {  // the file was deleted by the retention policy: say so, fetch nothing
+      img = null; heat = null;
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      stage.dataset.state = "purged";
+      show(notice, true);
+      return;
+    }
     stage.dataset.state = "loading";
     show("Loading image…");
     img = null; heat = null;
@@ -493,7 +500,7 @@
     document.querySelectorAll("[data-image-panel]").forEach((p) => { p.hidden = p.dataset.imagePanel !== thumb.dataset.imageId; });
     stage.dataset.imageId = thumb.dataset.imageId;
     ov.image.textContent = thumb.dataset.caption || "";
-    load(thumb.dataset.pixelsUrl, thumb.dataset.heatmapUrl);
+    load(thumb.dataset.pixelsUrl, thumb.dataset.heatmapUrl, thumb.dataset.notice);
   }
   thumbs.forEach((t) => t.addEventListener("click", () => select(t)));
   function step(delta) {
@@ -515,5 +522,5 @@
 
   new ResizeObserver(resize).observe(stage);
   resize();
-  load(stage.dataset.pixelsUrl, stage.dataset.heatmapUrl);
+  load(stage.dataset.pixelsUrl, stage.dataset.heatmapUrl, stage.dataset.notice);
 })();
