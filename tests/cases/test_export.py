@@ -19,7 +19,7 @@ from pydicom import dcmread
 from pydicom.valuerep import DA
 
 from cases.deidentify import uid_remap
-from cases.models import AuditEvent, Finding, Image, Review, Study
+from cases.models import AuditEvent, FileState, Finding, Image, Review, Study
 from inference import evaluation
 from tests.dicom_factory import make_dicom, make_png
 
@@ -240,3 +240,13 @@ def test_it_names_no_patient_in_what_it_writes(site_films, export) -> None:
             data = path.read_bytes()
             for secret in (b"MRN-A", b"MRN-B", b"Smith", b"Jones", b"TEST^PATIENT", b"PID-0001", b"ACC0001"):
                 assert secret not in data, (path.name, secret)
+
+
+def test_it_leaves_out_a_file_deleted_by_retention_or_changed_on_disk(site_films, export) -> None:
+    Image.objects.filter(pk=site_films["a2"]).update(file_state=FileState.PURGED)
+    Image.objects.filter(pk=site_films["unsigned"]).update(file_state=FileState.CHANGED)
+    out = export()
+    excluded = {int(row["image_id"]): row["reason"] for row in _rows(out / "excluded.csv")}
+    assert excluded[site_films["a2"]] == "stored file: Deleted by retention policy"
+    assert excluded[site_films["unsigned"]] == "stored file: Changed on disk"
+    assert len(_rows(out / "manifest.csv")) == 3
