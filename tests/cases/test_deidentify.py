@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from datetime import date, datetime, time, timedelta
 
+import numpy as np
 import pytest
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
 from pydicom import dcmread
@@ -17,9 +18,17 @@ from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+)
 from pydicom.valuerep import DA, DT, TM
 
 from cases.deidentify import burned_in_annotation, deidentify, patient_pseudonym, uid_remap
+from cases.imaging import decode
 from tests.dicom_factory import dataset_bytes, make_dicom
 
 TABLE = dicom_anonymization_database_selector("dicomfields_2026c")
@@ -236,3 +245,16 @@ def test_it_leaves_out_a_date_it_cannot_read_rather_than_keeping_it() -> None:
 def test_it_reads_what_the_header_declares_about_burned_in_text(value, declared) -> None:
     extra = {"BurnedInAnnotation": value} if value is not None else {}
     assert burned_in_annotation(dcmread(io.BytesIO(make_dicom(extra=extra)))) == declared
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless],
+)
+def test_it_keeps_the_transfer_syntax_and_what_pneumo_decodes(syntax) -> None:
+    data = make_dicom(3, transfer_syntax=syntax, bits=12, window=(2048.0, 4096.0), voi_lut=True)
+    out = dataset_bytes(deidentify(dcmread(io.BytesIO(data)), key=KEY, patient_key=PATIENT))
+    before, after = (decode(d, filename="x.dcm", max_bytes=10**8, max_pixels=10**8) for d in (data, out))
+    assert dcmread(io.BytesIO(out)).file_meta.TransferSyntaxUID == syntax
+    assert np.array_equal(before.model_image, after.model_image)
+    assert np.array_equal(before.display_pixels, after.display_pixels)
