@@ -10,6 +10,7 @@ from cases import services
 from cases.api.tokens import token_revoke, tokens_revoke_all
 from cases.audit import audit_record
 from cases.audit_export import audit_export_action
+from cases.export import export_deidentified_action
 from cases.identifiers import IdentifierValidator
 from cases.models import (
     ApiToken,
@@ -242,8 +243,8 @@ class StudyAdminForm(forms.ModelForm):
 class StudyAdmin(admin.ModelAdmin):
     """Admins correct a study's patient or priority and delete studies uploaded in error."""
 
-    # The AI's own action, written beside its service (inference.admin_actions).
-    actions = [run_again_with_version]
+    # Each action is written beside its service (inference.admin_actions, cases.export).
+    actions = [run_again_with_version, export_deidentified_action]
     list_display = ("pk", "patient", "site", "priority", "status", "ai_probability", "ai_flagged", "received_at")
     list_filter = ("status", "priority", "site", "ai_flagged", "legal_hold")
     search_fields = ("patient__patient_id", "patient__name", "accession_number", "study_instance_uid")

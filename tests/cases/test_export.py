@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import stat
+import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 from pydicom import dcmread
 from pydicom.valuerep import DA
@@ -240,6 +242,25 @@ def test_it_names_no_patient_in_what_it_writes(site_films, export) -> None:
             data = path.read_bytes()
             for secret in (b"MRN-A", b"MRN-B", b"Smith", b"Jones", b"TEST^PATIENT", b"PID-0001", b"ACC0001"):
                 assert secret not in data, (path.name, secret)
+
+
+def test_the_admin_action_downloads_the_selected_studies_de_identified(
+    client, site_films, admin_user, key_file
+) -> None:
+    admin_user.is_superuser = True
+    admin_user.save()
+    client.force_login(admin_user)
+    chosen = Study.objects.filter(images__pk=site_films["a2"]).get()
+    form = {"action": "export_deidentified_action", "_selected_action": [chosen.pk]}
+    with override_settings(PNEUMO_DEID_KEY_FILE=str(key_file)):
+        response = client.post(reverse("admin:cases_study_changelist"), form)
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        names = archive.namelist()
+        manifest = archive.read("manifest.csv").decode()
+    assert sorted(name for name in names if name.endswith(".csv")) == ["excluded.csv", "manifest.csv", "undeclared.csv"]
+    assert [name for name in names if name.endswith(".dcm")] == [f"NORMAL/{_exported_uid(site_films['a2'])}.dcm"]
+    assert "MRN-A" not in manifest and AuditEvent.objects.filter(action="deidentified_export", user=admin_user).exists()
 
 
 def test_it_leaves_out_a_file_deleted_by_retention_or_changed_on_disk(site_films, export) -> None:
