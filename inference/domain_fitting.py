@@ -167,6 +167,50 @@ def reference_split(
     )
 
 
+@dataclass(frozen=True)
+class VersionSplit:
+    """A version's own training and validation images, read back from its manifest's recorded split."""
+
+    source: str  # names its parts in domain.json: "<source>_train", "<source>_validation"
+    train: list[Sample]
+    validation: list[Sample]
+
+
+def version_split(data: Path, manifest: dict) -> VersionSplit:
+    """The images a version trained and was validated on, from ``data / manifest["data"]["folder"]``.
+
+    For a folder with a patient manifest (``inference.training.examples_from_manifest``, with the ages and
+    views the version was trained for); both halves must match the digests its manifest recorded.
+    """
+    from inference.training import examples_from_manifest
+
+    recorded = manifest["data"]
+    folder = data / recorded["folder"]
+    filters = recorded.get("filters", {})
+    examples = examples_from_manifest(
+        folder,
+        ages=tuple(filters["ages"]) if filters.get("ages") else None,
+        views=filters.get("views"),
+        limit=manifest["split"].get("limit_per_class"),
+    )
+    validation_paths = set(manifest["split"]["validation_paths"])
+    excluded = set(recorded.get("excluded_packaged_samples", []))
+    source = "nih_adult" if manifest.get("population") == "adult" else folder.name.replace("-", "_")
+
+    def samples(keep: Callable[[str], bool]) -> list[Sample]:
+        return [Sample(folder / e.path, source, e.patient, e.sha256) for e in examples if keep(e.path)]
+
+    split = VersionSplit(
+        source=source,
+        train=samples(lambda path: path not in validation_paths and path not in excluded),
+        validation=samples(lambda path: path in validation_paths),
+    )
+    for part in ("train", "validation"):
+        if samples_digest(getattr(split, part)) != manifest["split"][f"{part}_sha256_digest"]:
+            raise ValueError(f"{folder} does not hold the {part} images {manifest['name']} recorded")
+    return split
+
+
 def samples_digest(samples: list[Sample]) -> str:
     """sha256 over the sorted sha256 digests of the images (names left out: the pixels are what was fitted)."""
     return hashlib.sha256("\n".join(sorted(s.sha256 for s in samples)).encode()).hexdigest()
@@ -268,6 +312,38 @@ def served_classifier(
     # The heatmap scale is irrelevant here (only feature maps are read) but must be positive.
     return LiteRTClassifier(
         tflite, folder / record["head"], heatmap_scale=1.0, num_threads=num_threads, preprocessing=preprocessing_version
+    ).load()
+
+
+def converted_classifier(model_dir: Path, *, cache_dir: Path, num_threads: int = 1) -> LiteRTClassifier:
+    """A LiteRT conversion of a shipped version's rebuilt model, for a version ``prepare_models`` has not
+    prepared yet; converted once and kept under ``cache_dir/converted/<model sha256>-<preprocessing>/``.
+
+    The conversion is ``inference.conversion.convert_to_litert``, the one ``prepare_models`` runs, so the
+    features (and the served model's sha256 recorded) are those the worker will serve. TensorFlow: only here.
+    """
+    from inference import shipped_model
+    from inference.conversion import HEAD_NAME, TFLITE_NAME, convert_to_litert
+    from inference.model_package import packaged_model_path
+
+    manifest = json.loads((model_dir / shipped_model.MANIFEST_NAME).read_text())
+    folder = cache_dir / "converted" / f"{manifest['rebuilt_keras_sha256']}-{manifest['preprocessing_version']}"
+    if not (folder / TFLITE_NAME).is_file():
+        keras_path = shipped_model.model_rebuild(
+            packaged_model_path(),
+            model_dir / manifest["weights"]["file"],
+            folder / "model.keras",
+            input_size=manifest["input_size"],
+        )
+        if hashlib.sha256(keras_path.read_bytes()).hexdigest() != manifest["rebuilt_keras_sha256"]:
+            raise ValueError(f"the model rebuilt from {model_dir} differs from the sha256 its manifest records")
+        convert_to_litert(keras_path, folder)
+    return LiteRTClassifier(
+        folder / TFLITE_NAME,
+        folder / HEAD_NAME,
+        heatmap_scale=1.0,
+        num_threads=num_threads,
+        preprocessing=manifest["preprocessing_version"],
     ).load()
 
 
@@ -600,42 +676,26 @@ def scope_checks_fit(
     )
     held_out = {name: chest.scores(features[name]) for name in ("kermany_validation", "nih_validation")}
     chest = check_with_limit(chest, max(limit_for(s, inside=settings.chest_inside) for s in held_out.values()))
-    version = domain_check_fit(
-        features["kermany_train"], kind=VERSION_KIND, n_components=settings.version_components, **common
-    )
+    background = None
     if settings.relative:
         background = domain_check_fit(
             chest_train, kind=CHEST_KIND, weights=weights, n_components=settings.version_components, **common
         )
-        version = dataclasses.replace(version, background=background)
-    version = check_with_limit(
-        version, limit_for(version.scores(features["kermany_validation"]), inside=settings.version_inside)
+    samples = {name: getattr(split, name) for name in ("kermany_train", "kermany_validation", "nih_validation")}
+    version, version_record = version_check_fit(
+        features=features,
+        samples=samples,
+        own="kermany",
+        others=("nih_validation",),
+        background=background,
+        preprocessing_version=preprocessing_version,
+        settings=settings,
+        orientation=orientation,
+        orientation_samples=orientation_samples,
     )
-    orientation_record = None
-    if orientation is not None:
-        version, orientation_record = _with_orientation(
-            version, orientation, features=features, split=split, samples=orientation_samples or [], settings=settings
-        )
     fit = dataclasses.asdict(settings)
     record = {
-        "version": {
-            "file": VERSION_FILE,
-            "kind": VERSION_KIND,
-            "score": "relative Mahalanobis distance: d2(version training images) - d2(chest films of all ages)"
-            if settings.relative
-            else "Mahalanobis distance from the version's training images",
-            "n_fitted": version.n_fitted,
-            "limit": round(version.limit, 6),
-            "limit_rule": f"{settings.version_inside:.1%} quantile of the version's validation split",
-            "fit": fit,
-            "fitted_on": {"kermany_train": split_parts_summary(split.kermany_train)}
-            | ({"background": "the chest check's images, each source half"} if settings.relative else {}),
-            "scores": {
-                name: _summary(version.scores(features[name]), version.limit, getattr(split, name))
-                for name in ("kermany_validation", "nih_validation")
-            },
-        }
-        | ({"orientation": orientation_record} if orientation_record else {}),
+        "version": version_record,
         "chest": {
             "file": CHEST_FILE,
             "kind": CHEST_KIND,
@@ -654,41 +714,148 @@ def scope_checks_fit(
     return FittedScope(version=version, chest=chest, record=record)
 
 
+def version_check_fit(
+    *,
+    features: dict[str, np.ndarray],
+    samples: dict[str, list[Sample]],
+    own: str,
+    others: tuple[str, ...],
+    background: DomainCheck | None,
+    preprocessing_version: str,
+    settings: FitSettings,
+    orientation: dict[str, np.ndarray] | None = None,
+    orientation_samples: list[Sample] | None = None,
+) -> tuple[DomainCheck, dict]:
+    """A version's check fitted on ITS OWN training images (``features[f"{own}_train"]``), with its record.
+
+    The limit is the ``version_inside`` quantile of its own validation split (``f"{own}_validation"``);
+    ``others`` are held-out sets of other sources, scored for the record only. ``background`` (the chest
+    films of all ages) makes the score relative, as in ``scope_checks_fit``.
+    """
+    common = {"shrinkage": settings.shrinkage, "power": settings.power, "preprocessing_version": preprocessing_version}
+    train, validation = f"{own}_train", f"{own}_validation"
+    version = domain_check_fit(features[train], kind=VERSION_KIND, n_components=settings.version_components, **common)
+    if background is not None:
+        version = dataclasses.replace(version, background=background)
+    version = check_with_limit(version, limit_for(version.scores(features[validation]), inside=settings.version_inside))
+    orientation_record = None
+    if orientation is not None:
+        version, orientation_record = _with_orientation(
+            version,
+            orientation,
+            features=features,
+            samples=samples,
+            own=own,
+            others=others,
+            turned_samples=orientation_samples or [],
+            settings=settings,
+        )
+    record = {
+        "file": VERSION_FILE,
+        "kind": VERSION_KIND,
+        "score": "relative Mahalanobis distance: d2(version training images) - d2(chest films of all ages)"
+        if background is not None
+        else "Mahalanobis distance from the version's training images",
+        "n_fitted": version.n_fitted,
+        "limit": round(version.limit, 6),
+        "limit_rule": f"{settings.version_inside:.1%} quantile of the version's validation split",
+        "fit": dataclasses.asdict(settings),
+        "fitted_on": {train: split_parts_summary(samples[train])}
+        | ({"background": "the chest check's images, each source half"} if background is not None else {}),
+        "scores": {
+            name: _summary(version.scores(features[name]), version.limit, samples[name])
+            for name in (validation, *others)
+        },
+    } | ({"orientation": orientation_record} if orientation_record else {})
+    return version, record
+
+
 def _with_orientation(
     version: DomainCheck,
     orientation: dict[str, np.ndarray],
     *,
     features: dict[str, np.ndarray],
-    split: ReferenceSplit,
-    samples: list[Sample],
+    samples: dict[str, list[Sample]],
+    own: str,
+    others: tuple[str, ...],
+    turned_samples: list[Sample],
     settings: FitSettings,
 ) -> tuple[DomainCheck, dict]:
+    validation_name = f"{own}_validation"
     turned = {name: pooled for name, pooled in orientation.items() if name != "upright"}
     weights, bias = orientation_probe_fit(
         version, orientation["upright"], turned, shrinkage=settings.orientation_shrinkage
     )
     probe = dataclasses.replace(version, orientation_weights=weights, orientation_bias=bias)
-    validation = probe.orientation_scores(features["kermany_validation"])
+    validation = probe.orientation_scores(features[validation_name])
     probe = dataclasses.replace(probe, orientation_limit=limit_for(validation, inside=settings.orientation_inside))
-    both = (version.scores(features["kermany_validation"]) <= version.limit) & (validation <= probe.orientation_limit)
+    both = (version.scores(features[validation_name]) <= version.limit) & (validation <= probe.orientation_limit)
     record = {
         "score": "highest of one shrinkage-LDA direction per transform (upright training films: mean 0, sd 1)",
         "transforms": sorted(turned),
         "limit": round(probe.orientation_limit, 6),
         "limit_rule": f"{settings.orientation_inside:.1%} quantile of the upright films of the validation split",
-        "fitted_on": {"kermany_train_subset": split_parts_summary(samples), "per_transform": len(samples)},
+        "fitted_on": {f"{own}_train_subset": split_parts_summary(turned_samples), "per_transform": len(turned_samples)},
         "scores": {
-            "kermany_validation": _summary(validation, probe.orientation_limit, split.kermany_validation)
+            validation_name: _summary(validation, probe.orientation_limit, samples[validation_name])
             | {"in_domain_share_with_version_check": round(float(both.mean()), 4)},
-            "nih_validation": {
-                "n": len(features["nih_validation"]),
+        }
+        | {
+            name: {
+                "n": len(features[name]),
                 "inside_share": round(
-                    float(np.mean(probe.orientation_scores(features["nih_validation"]) <= probe.orientation_limit)), 4
+                    float(np.mean(probe.orientation_scores(features[name]) <= probe.orientation_limit)), 4
                 ),
-            },
+            }
+            for name in others
         },
     }
     return probe, record
+
+
+# --- Routing: which version's check finds an image most typical --------------------------------------
+
+
+def routing_ratio(pooled: np.ndarray, *, chest: DomainCheck, version: DomainCheck) -> float:
+    """``score / limit`` of ``inference.domain.domain_assess``'s verdict: below 1 inside, smaller is more typical.
+
+    A verdict without a score (never, without an image for the pixel rules) counts as infinitely atypical.
+    """
+    from inference.domain import domain_assess
+
+    verdict = domain_assess(pooled, chest=chest, version=version)
+    if verdict.score is None or not verdict.limit:
+        return float("inf")
+    return float(verdict.score / verdict.limit)
+
+
+def routing_shares(
+    sets: dict[str, tuple[str, np.ndarray]], checks: dict[str, tuple[DomainCheck, DomainCheck]]
+) -> dict[str, dict]:
+    """For each set (name -> (the version it belongs to, pooled features)), the share routed to each version.
+
+    ``checks`` maps a version to its (chest, version) checks; an image goes to the version with the smallest
+    ``routing_ratio``. Each set's entry gives ``n``, ``ties``, ``to_own_share`` and the share routed to each
+    version.
+    """
+    names = sorted(checks)
+    out = {}
+    for set_name, (own, pooled) in sets.items():
+        ratios = np.array(
+            [[routing_ratio(row, chest=checks[v][0], version=checks[v][1]) for v in names] for row in pooled]
+        )
+        routed = [names[i] for i in ratios.argmin(axis=1)] if len(pooled) else []
+        # A film the shared chest check refuses has the same verdict under every version: a tie, which argmin
+        # settles by name; counted, so that a reader knows how much of a share is such arbitrary routing.
+        ties = int((np.sum(ratios == ratios.min(axis=1, keepdims=True), axis=1) > 1).sum()) if len(pooled) else 0
+        out[set_name] = {
+            "n": len(pooled),
+            "ties": ties,
+            "belongs_to": own,
+            "to_own_share": round(float(np.mean([r == own for r in routed])), 4) if routed else None,
+            "routed_share": {v: round(float(np.mean([r == v for r in routed])), 4) for v in names} if routed else {},
+        }
+    return out
 
 
 def split_parts_summary(samples: list[Sample]) -> dict:

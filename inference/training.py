@@ -7,11 +7,14 @@ scaling on the validation split and pick the operating threshold there. No Djang
 Preprocessing is exactly ``inference.classifier.preprocess`` with the configured preprocessing
 (by default BICUBIC_224: the packaged base rebuilt for 224 px input, see
 ``conversion.model_at_size``), so the served model sees what training saw and keeps an exact
-Grad-CAM. The split keeps each patient's images on one side (Kermany file names carry the patient).
+Grad-CAM. The split keeps each patient's images on one side: a folder whose ``manifest.csv`` has a
+``patient_id`` column (NIH adults) is split by that id across both classes; otherwise Kermany file
+names carry the patient.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -50,11 +53,23 @@ HEAD_LAYERS = ("dense", "dense_1")
 DROPOUT_RATE = 0.3  # as in the packaged model
 
 
+POPULATIONS = ("paediatric", "adult")
+MANIFEST_NAME = "manifest.csv"
+# What a data folder's manifest.csv needs for the split to go by its patient ids.
+PATIENT_COLUMNS = ("path", "label", "patient_id")
+UNRECORDED = "unrecorded"
+
+
 @dataclass(frozen=True)
 class Example:
     path: str  # relative to the data folder, e.g. "NORMAL/IM-0115-0001.jpeg"
     label: int
     sha256: str
+    # From the folder's manifest.csv where it has them; empty for a folder of bare files (Kermany).
+    patient: str = ""
+    view: str = ""
+    sex: str = ""
+    age: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,66 @@ def examples_list(data_dir: Path, *, limit: int | None = None) -> list[Example]:
     return examples
 
 
+def has_patient_manifest(data_dir: Path) -> bool:
+    """Does ``data_dir/manifest.csv`` list each image with its patient (``path,label,patient_id``)?"""
+    path = data_dir / MANIFEST_NAME
+    if not path.is_file():
+        return False
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return all(column in header for column in PATIENT_COLUMNS)
+
+
+def _age(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def examples_from_manifest(
+    data_dir: Path,
+    *,
+    ages: tuple[float, float] | None = None,
+    views: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[Example]:
+    """The images ``data_dir/manifest.csv`` lists, with patient, view, sex and age; sorted, ``limit`` per class.
+
+    ``ages`` (inclusive) and ``views`` keep only the rows of the intended population; a row without an
+    age or a view is kept only when no filter on it is asked for. sha256 is read from the file, not trusted
+    from the manifest, so a changed file cannot pass under an old digest.
+    """
+    with (data_dir / MANIFEST_NAME).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    wanted_views = {v.upper() for v in views} if views else None
+    examples = []
+    for label, name in enumerate(LABELS):
+        chosen = []
+        for row in sorted((r for r in rows if r["label"] == name), key=lambda r: r["path"]):
+            age, view = _age(row.get("age")), (row.get("view") or "").upper()
+            if ages is not None and not (age is not None and ages[0] <= age <= ages[1]):
+                continue
+            if wanted_views is not None and view not in wanted_views:
+                continue
+            chosen.append(row)
+        if limit is not None:
+            chosen = chosen[:limit]
+        for row in chosen:
+            examples.append(
+                Example(
+                    row["path"],
+                    label,
+                    sha256_file(data_dir / row["path"]),
+                    patient=row["patient_id"],
+                    view=(row.get("view") or "").upper(),
+                    sex=(row.get("sex") or "").upper(),
+                    age=_age(row.get("age")),
+                )
+            )
+    return examples
+
+
 _PATIENT_PATTERNS = (re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-"))
 
 
@@ -108,6 +183,10 @@ def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: 
     """
     packaged = {sha256_file(path) for path, _ in packaged_sample_images()}
     excluded = [e for e in examples if e.sha256 in packaged]
+    if by_patient and examples and all(e.patient for e in examples):
+        kept = [e for e in examples if e.sha256 not in packaged]
+        train, validation = _split_by_patient_id(kept, val_fraction=val_fraction, seed=seed)
+        return Split(train=train, validation=validation, excluded=excluded)
     rng = np.random.default_rng(seed)
     train: list[Example] = []
     validation: list[Example] = []
@@ -133,6 +212,40 @@ def split_stratified(examples: Sequence[Example], *, val_fraction: float, seed: 
         validation += [m for m in members if patient_key(m) in chosen]
         train += [m for m in members if patient_key(m) not in chosen]
     return Split(train=train, validation=validation, excluded=excluded)
+
+
+def _split_by_patient_id(
+    examples: Sequence[Example], *, val_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Whole patients (by ``Example.patient``, across both classes) to validation, stratified as well as can be.
+
+    A patient with films in both classes is one group, so no patient is ever on both sides. Patients are
+    visited in seeded random order; one goes to validation when it brings the per-class image counts closer
+    to their targets (``round(val_fraction * n)`` per class, L1 distance), so a patient who would overshoot
+    one class is passed over for a later one that fits.
+    """
+    members = sorted(examples, key=lambda e: e.path)
+    groups: dict[str, list[Example]] = {}
+    for member in members:
+        groups.setdefault(member.patient, []).append(member)
+    keys = sorted(groups)
+    targets = [max(1, round(val_fraction * sum(e.label == c for e in members))) for c in range(len(LABELS))]
+    taken = [0] * len(LABELS)
+    chosen: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(keys)):
+        if all(t >= n for t, n in zip(taken, targets, strict=True)):
+            break
+        counts = [sum(e.label == c for e in groups[keys[i]]) for c in range(len(LABELS))]
+        before = sum(abs(n - t) for t, n in zip(taken, targets, strict=True))
+        after = sum(abs(n - t - k) for t, n, k in zip(taken, targets, counts, strict=True))
+        if after < before:
+            chosen.add(keys[i])
+            taken = [t + k for t, k in zip(taken, counts, strict=True)]
+    validation = [m for m in members if m.patient in chosen]
+    train = [m for m in members if m.patient not in chosen]
+    # Class by class, as the per-class split lists them.
+    by_label = lambda items: sorted(items, key=lambda e: (e.label, e.path))  # noqa: E731
+    return by_label(train), by_label(validation)
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -393,6 +506,68 @@ def figures(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str
     }
 
 
+def group_of(example: Example, attribute: str) -> str:
+    return getattr(example, attribute) or UNRECORDED
+
+
+def figures_by(
+    probs: np.ndarray, labels: np.ndarray, threshold: float, groups: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """n, AUC, sensitivity and specificity per group (a view, a sex) at one threshold; None where undefined."""
+    from inference.evaluation import auc
+
+    out: dict[str, dict[str, Any]] = {}
+    groups_array = np.asarray(groups)
+    for group in sorted(set(groups)):
+        members = groups_array == group
+        p, y = probs[members], labels[members]
+        flagged = p >= threshold
+        pos, neg = y == 1, y == 0
+        area = auc(y, p)
+        out[group] = {
+            "n": int(members.sum()),
+            "n_pneumonia": int(pos.sum()),
+            "n_normal": int(neg.sum()),
+            "auc": None if np.isnan(area) else round(area, 4),
+            "sensitivity": round(float(flagged[pos].mean()), 4) if pos.any() else None,
+            "specificity": round(float((~flagged[neg]).mean()), 4) if neg.any() else None,
+        }
+    return out
+
+
+def attribute_only_figure(train: Sequence[Example], validation: Sequence[Example], attribute: str) -> dict[str, Any]:
+    """How well ``attribute`` (the view, the sex) alone predicts the label on validation: the confound's size.
+
+    The score of an image is the pneumonia share of its group among the *training* images, so the
+    figure is an honest out-of-sample AUC of a predictor that never looks at the lungs.
+    """
+    from inference.evaluation import auc
+
+    rates = {}
+    for group in sorted({group_of(e, attribute) for e in train}):
+        members = [e.label for e in train if group_of(e, attribute) == group]
+        rates[group] = round(float(np.mean(members)), 4)
+    overall = float(np.mean([e.label for e in train])) if train else 0.5
+    scores = np.array([rates.get(group_of(e, attribute), overall) for e in validation])
+    labels = np.array([e.label for e in validation])
+    area = auc(labels, scores) if len(validation) else float("nan")
+    return {
+        "auc": None if np.isnan(area) else round(area, 4),
+        "training_pneumonia_share": rates,
+        "rule": f"score = pneumonia share of the image's {attribute} among the training images",
+    }
+
+
+def subgroup_figures(
+    examples: Sequence[Example], probs: np.ndarray, threshold: float
+) -> dict[str, dict[str, dict[str, Any]]]:
+    labels = np.array([e.label for e in examples])
+    return {
+        "by_view": figures_by(probs, labels, threshold, [group_of(e, "view") for e in examples]),
+        "by_sex": figures_by(probs, labels, threshold, [group_of(e, "sex") for e in examples]),
+    }
+
+
 def reliability_plot(result: TrainResult, path: Path) -> Path:
     labels = np.array([e.label for e in result.split.validation])
     return reliability_diagram(
@@ -457,6 +632,20 @@ class TrainConfig:
     batch_size: int = 64
     preprocessing: str = BICUBIC_224.name
     by_patient: bool = True
+    population: str = "paediatric"
+    ages: tuple[float, float] = (1.0, 5.0)  # intended ages; also a filter where the manifest gives ages
+    views: tuple[str, ...] = ("AP",)  # intended views; also a filter where the manifest gives views
+
+    @property
+    def patient_manifest(self) -> bool:
+        return has_patient_manifest(self.data_dir)
+
+
+def examples_for(config: TrainConfig) -> list[Example]:
+    """The folder's images: from its patient manifest (filtered by ages and views) or NORMAL/ and PNEUMONIA/."""
+    if config.patient_manifest:
+        return examples_from_manifest(config.data_dir, ages=config.ages, views=config.views, limit=config.limit)
+    return examples_list(config.data_dir, limit=config.limit)
 
 
 @dataclass
@@ -471,6 +660,9 @@ class TrainResult:
     seconds: dict[str, float]
     val_probabilities: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     val_probabilities_uncalibrated: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    # The logistic-regression baseline at the served preprocessing, for the per-view and per-sex figures.
+    baseline_name: str = ""
+    baseline_probabilities: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
 
 def _layer_weights(model: keras.Model, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -528,7 +720,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     t0 = time.perf_counter()
     preprocessing = preprocessing_get(config.preprocessing)
     split = split_stratified(
-        examples_list(config.data_dir, limit=config.limit),
+        examples_for(config),
         val_fraction=config.val_fraction,
         seed=config.seed,
         by_patient=config.by_patient,
@@ -601,8 +793,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if preprocessing != NEAREST_150:
         c, probs, _, _ = logistic_regression(pooled_features(frozen_150, cached(split.train, 0, NEAREST_150)), p150_val)
         record(f"baseline_logistic_regression_{NEAREST_150.name}", probs)["C"] = c
-    c, probs, lr_model, scaler = logistic_regression(p_train[0], p_val)
-    record(f"baseline_logistic_regression_{preprocessing.name}", probs)["C"] = c
+    c, baseline_probs, lr_model, scaler = logistic_regression(p_train[0], p_val)
+    baseline_name = f"baseline_logistic_regression_{preprocessing.name}"
+    record(baseline_name, baseline_probs)["C"] = c
     # The same regression, written exactly into the packaged head's shape (so Grad-CAM stays exact).
     lr_weights = logistic_regression_as_head(lr_model.coef_[0], lr_model.intercept_[0], scaler)
     lr_logits = head_logits_numpy(lr_weights, p_val)
@@ -683,6 +876,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         seconds={k: round(v, 1) for k, v in seconds.items()},
         val_probabilities=calibrated,
         val_probabilities_uncalibrated=probabilities(logits),
+        baseline_name=baseline_name,
+        baseline_probabilities=baseline_probs,
     )
 
 
@@ -710,6 +905,69 @@ def served_probabilities(
         images = load_images([data_dir / e.path for e in examples[start : start + 32]])
         probs += [p.probability for p in classifier.predict_batch(images, heatmap=False)]
     return np.array(probs)
+
+
+def intended_use(config: TrainConfig) -> dict[str, Any]:
+    """What the version is for: the manifest's ``intended_use`` (``view``, the first view, for older readers)."""
+    if config.population == "adult":
+        views = " and ".join({"PA": "posterior-anterior", "AP": "anterior-posterior"}.get(v, v) for v in config.views)
+        text = (
+            f"Pneumonia on adult frontal chest X-rays (ages {config.ages[0]:g} to {config.ages[1]:g}), {views} "
+            "views, as in the NIH Clinical Center ChestX-ray14 images (Wang et al., 2017) it was trained on: one "
+            "hospital's adults, labels mined from radiology reports by text processing (noisy), view and sex "
+            "mixed differently in the two classes. Not validated on children, lateral views or other hospitals' "
+            "equipment."
+        )
+    else:
+        text = (
+            "Pneumonia on paediatric chest X-rays (ages 1 to 5), anterior-posterior view, as in the Guangzhou "
+            "Women and Children's Medical Center data set (Kermany et al., 2018) it was trained on. Not validated "
+            "on adults, lateral views or other hospitals' equipment."
+        )
+    return {
+        "text": text,
+        "min_age_years": float(config.ages[0]),
+        "max_age_years": float(config.ages[1]),
+        "view": config.views[0],
+        "views": list(config.views),
+    }
+
+
+def data_folder_name(config: TrainConfig) -> str:
+    """The data folder as a data root names it: a folder with its own patient manifest by its name
+    (``nih-adult-512``), Kermany's split folder with its parent (``kermany-224/train``)."""
+    if config.patient_manifest:
+        return config.data_dir.name
+    return f"{config.data_dir.parent.name}/{config.data_dir.name}"
+
+
+def split_method(config: TrainConfig) -> str:
+    if not config.by_patient:
+        return "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to validation"
+    if config.patient_manifest:
+        return (
+            "patients (manifest patient_id, one group across both classes) sorted, numpy default_rng(seed)"
+            ".permutation, a patient to validation when it brings the per-class counts closer to round(fraction*n)"
+        )
+    return (
+        "per class: patients (inference.training.patient_key) sorted, numpy default_rng(seed).permutation, "
+        "whole patients to validation until round(fraction*n) images"
+    )
+
+
+def _heatmap_folder(config: TrainConfig, split: Split, tmp: Path) -> Path:
+    """The PNEUMONIA images the heatmap scale is measured on.
+
+    Kermany's whole PNEUMONIA folder as before; for a patient manifest, links to the training split's
+    PNEUMONIA images only, so the display scale is set without the validation images.
+    """
+    if not config.patient_manifest:
+        return config.data_dir / "PNEUMONIA"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for example in split.train:
+        if example.label == LABELS.index("PNEUMONIA"):
+            (tmp / example.path.replace("/", "__")).symlink_to((config.data_dir / example.path).resolve())
+    return tmp
 
 
 def artifacts_write(
@@ -748,7 +1006,7 @@ def artifacts_write(
         scale = measure_heatmap_scale(
             converted.tflite_path,
             converted.head_path,
-            config.data_dir / "PNEUMONIA",
+            _heatmap_folder(config, split, Path(tmp) / "heatmap-images"),
             limit=heatmap_limit,
             preprocessing=preprocessing,
         )
@@ -760,6 +1018,12 @@ def artifacts_write(
     threshold = threshold_for_sensitivity(served, y_val, config.target_sensitivity)
     served_figures = figures(served, y_val, threshold)
     log(f"served (LiteRT) validation figures: {served_figures}; parity {parity:.2e}; heatmap scale {scale.scale:.6f}")
+    subgroups = subgroup_figures(split.validation, served, threshold)
+    baseline = result.validation.get(result.baseline_name, {})
+    baseline_subgroups = (
+        subgroup_figures(split.validation, result.baseline_probabilities, baseline["threshold"]) if baseline else {}
+    )
+    log(f"served by view: {subgroups['by_view']}; by sex: {subgroups['by_sex']}")
     with np.load(weights_path) as data:
         shipped_layers = sorted({k.rsplit("/", 1)[0] for k in data.files})
     manifest = {
@@ -793,32 +1057,28 @@ def artifacts_write(
             "scale": round(scale.scale, 7),
             "percentile": scale.percentile,
             "n_images": scale.n_images,
-            "method": "inference.conversion.measure_heatmap_scale over the sorted PNEUMONIA folder (training images)",
+            "method": "inference.conversion.measure_heatmap_scale over the sorted PNEUMONIA folder (training images)"
+            if not config.patient_manifest
+            else "inference.conversion.measure_heatmap_scale over the training split's PNEUMONIA images, sorted",
         },
         "parity_max_diff": parity,
-        "intended_use": {
-            "text": (
-                "Pneumonia on paediatric chest X-rays (ages 1 to 5), anterior-posterior view, as in the Guangzhou "
-                "Women and Children's Medical Center data set (Kermany et al., 2018) it was trained on. Not validated "
-                "on adults, lateral views or other hospitals' equipment."
-            ),
-            "min_age_years": 1.0,
-            "max_age_years": 5.0,
-            "view": "AP",
-        },
+        "population": config.population,
+        "intended_use": intended_use(config),
         "data": {
-            "folder": f"{config.data_dir.parent.name}/{config.data_dir.name}",
+            "folder": data_folder_name(config),
             "n_images": len(split.train) + len(split.validation) + len(split.excluded),
             "excluded_packaged_samples": [e.path for e in split.excluded],
-        },
+        }
+        | (
+            {
+                "manifest": MANIFEST_NAME,
+                "filters": {"ages": list(config.ages), "views": list(config.views)},
+            }
+            if config.patient_manifest
+            else {}
+        ),
         "split": {
-            "method": (
-                "per class: patients (inference.training.patient_key) sorted, numpy default_rng(seed).permutation, "
-                "whole patients to validation until round(fraction*n) images"
-                if config.by_patient
-                else "per class: sorted by path, numpy default_rng(seed).permutation, first round(fraction*n) to "
-                "validation"
-            ),
+            "method": split_method(config),
             "seed": config.seed,
             "val_fraction": config.val_fraction,
             "limit_per_class": config.limit,
@@ -848,6 +1108,10 @@ def artifacts_write(
         },
         "validation": {
             "served": served_figures,
+            **subgroups,
+            "baseline": {"name": result.baseline_name, **baseline_subgroups},
+            "view_only": attribute_only_figure(split.train, split.validation, "view"),
+            "sex_only": attribute_only_figure(split.train, split.validation, "sex"),
             "training_time": result.validation,
             "note": "Selection, calibration and threshold all used this validation split: figures are optimistic.",
         },

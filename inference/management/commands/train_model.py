@@ -5,13 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference.classifier import BICUBIC_224, PREPROCESSINGS
+from inference.training import POPULATIONS
+
+
+def age_range(value: str) -> tuple[float, float]:
+    low, sep, high = value.partition("-")
+    try:
+        ages = (float(low), float(high))
+    except ValueError:
+        ages = None
+    if not sep or ages is None or not 0 <= ages[0] <= ages[1]:
+        raise CommandError(f"--ages wants MIN-MAX in years (such as 18-85), not {value!r}")
+    return ages
+
+
+def view_list(value: str) -> tuple[str, ...]:
+    views = tuple(v.strip().upper() for v in value.split(",") if v.strip())
+    if not views or any(v not in ("AP", "PA") for v in views):
+        raise CommandError(f"--views wants a comma-separated list of AP and PA, not {value!r}")
+    return views
 
 
 class Command(BaseCommand):
-    help = "Train head (and block 14) on DATA_DIR (NORMAL/, PNEUMONIA/); write weights.npz + manifest.json to --out."
+    help = (
+        "Train head (and block 14) on DATA_DIR (NORMAL/, PNEUMONIA/; split by patient_id where its manifest.csv "
+        "has one); write weights.npz + manifest.json to --out."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("data_dir", type=Path)
@@ -35,6 +57,14 @@ class Command(BaseCommand):
             action="store_true",
             help="split images at random instead of keeping each patient's images on one side",
         )
+        parser.add_argument("--population", choices=POPULATIONS, default="paediatric")
+        parser.add_argument(
+            "--ages", default="1-5", help="intended ages MIN-MAX in years; filters a manifest that has ages"
+        )
+        parser.add_argument("--views", default="AP", help="intended views, such as AP,PA; filters a manifest's views")
+        parser.add_argument(
+            "--target-sensitivity", type=float, default=0.95, help="the threshold keeps at least this sensitivity"
+        )
         parser.add_argument(
             "--cache", type=Path, default=Path(settings.BASE_DIR) / "var" / "train-cache", help="activation cache"
         )
@@ -55,6 +85,10 @@ class Command(BaseCommand):
             cache_dir=options["cache"],
             preprocessing=options["preprocessing"],
             by_patient=not options["split_by_image"],
+            population=options["population"],
+            ages=age_range(options["ages"]),
+            views=view_list(options["views"]),
+            target_sensitivity=options["target_sensitivity"],
         )
         log = self.stdout.write
         result = training.train(config, log=log)
