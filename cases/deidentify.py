@@ -38,6 +38,9 @@ RETAINED = frozenset(
         "ImageType",
         "SOPClassUID",
         "Modality",
+        # Not in the table, and what a site's own validation compares results by (domain shift by vendor).
+        "Manufacturer",
+        "ManufacturerModelName",
         "ConversionType",
         "PresentationIntentType",
         "BodyPartExamined",
