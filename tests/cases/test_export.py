@@ -22,7 +22,7 @@ from pydicom.valuerep import DA
 
 from cases.deidentify import uid_remap
 from cases.models import AuditEvent, FileState, Finding, Image, Review, Study
-from inference import evaluation
+from inference import evaluation, training
 from tests.dicom_factory import make_dicom, make_png
 
 KEY = "a" * 64
@@ -261,6 +261,16 @@ def test_the_admin_action_downloads_the_selected_studies_de_identified(
     assert sorted(name for name in names if name.endswith(".csv")) == ["excluded.csv", "manifest.csv", "undeclared.csv"]
     assert [name for name in names if name.endswith(".dcm")] == [f"NORMAL/{_exported_uid(site_films['a2'])}.dcm"]
     assert "MRN-A" not in manifest and AuditEvent.objects.filter(action="deidentified_export", user=admin_user).exists()
+
+
+def test_it_is_a_patient_manifest_for_train_models_split(site_films, export) -> None:
+    out = export()
+    assert training.has_patient_manifest(out)
+    examples = training.examples_from_manifest(out)
+    rows = _by_image(out, site_films)
+    assert sorted(e.path for e in examples) == sorted(rows[n]["path"] for n in ("a1_declared", "a1_undeclared", "a2"))
+    assert {e.patient for e in examples} == {rows["a2"]["patient_id"]}
+    assert sorted(e.label for e in examples) == [0, 1, 1]
 
 
 def test_it_leaves_out_a_file_deleted_by_retention_or_changed_on_disk(site_films, export) -> None:
