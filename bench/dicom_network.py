@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -48,7 +49,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
 from pydicom.uid import generate_uid  # noqa: E402
@@ -206,6 +208,47 @@ def outbox_settled(site: Site, timeout: float) -> tuple[int, int]:
     raise SystemExit(f"the outbox still had pending items after {timeout:.0f} s")
 
 
+# --- CPU of the receiving side ----------------------------------------------------------------
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it ended meanwhile
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def service_pid(site: Site, marker: str) -> int:
+    """The pid of make run's child whose command line holds ``marker`` (``dicom_listener``, ``run.py web``)."""
+    for pid, parent in _parents().items():
+        if parent == site.process.pid:
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return pid
+    raise SystemExit(f"no {marker} process under the site")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every descendant alive or reaped (decoding children, via their forkserver)."""
+    parents = _parents()
+    tree, grown = {pid}, True
+    while grown:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    ticks = 0
+    for member in tree:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- Orthanc -----------------------------------------------------------------------------------
 
 
@@ -272,6 +315,7 @@ class PathFigures:
     sent: list[Sent]
     results: dict[str, float]
     wall: float  # from the first byte sent to the last instance acknowledged
+    cpu: float = 0.0  # CPU seconds of the receiving service (listener or web) and its children meanwhile
 
     def from_end(self) -> list[float]:
         return [self.results[s.key] - s.ended for s in self.sent]
@@ -363,6 +407,44 @@ def site_start(workdir: Path, orthanc: Orthanc, concurrency: int) -> tuple[Site,
     return Site(workdir, concurrency), port
 
 
+def _measured(site: Site, marker: str, burst: Callable[[], PathFigures]) -> PathFigures:
+    pid = service_pid(site, marker)
+    before = tree_cpu(pid)
+    figures = burst()
+    return replace(figures, cpu=tree_cpu(pid) - before)
+
+
+def _dicom_phase(
+    site: Site, port: int, paths: list[Path], log_config: Path, arrivals: Arrivals, figures: Figures, timeout: float
+) -> None:
+    print(f"storescu: {len(paths)} instances in one association...", flush=True)
+    arrivals.orthanc.clear()
+    before = _outbox_count(site)
+    arrivals.start()
+    figures.dicom = _measured(site, "dicom_listener", lambda: dicom_burst(site, port, paths, log_config, timeout))
+    figures.outbox_failed += outbox_settled(site, timeout)[1]
+    expected = _outbox_count(site) - before
+    first, last = arrivals.wait(expected, timeout=60)
+    figures.objects_live = (expected, last - first)
+
+
+def _upload_phase(site: Site, paths: list[Path], figures: Figures, timeout: float) -> None:
+    print(f"upload path: the same {len(paths)} pictures under new UIDs, back to back...", flush=True)
+    figures.upload = _measured(site, "run.py web", lambda: upload_burst(site, paths, timeout))
+    figures.outbox_failed += outbox_settled(site, timeout)[1]  # its objects go to Orthanc too, as the films' do
+
+
+def _resend_phase(site: Site, orthanc: Orthanc, arrivals: Arrivals, figures: Figures, timeout: float) -> None:
+    total = _outbox_count(site)
+    print(f"outbox alone: every one of the {total} items resent...", flush=True)
+    orthanc.clear()
+    arrivals.start()
+    outbox_resend_all(site)
+    first, last = arrivals.wait(total, timeout=timeout)
+    figures.objects_resent = (total, last - first)
+    outbox_settled(site, timeout)
+
+
 def run(args: argparse.Namespace, workdir: Path) -> Figures:
     figures = Figures()
     log_config = workdir / "storescu-log.cfg"
@@ -382,32 +464,16 @@ def run(args: argparse.Namespace, workdir: Path) -> Figures:
         dicom_burst(site, port, warm, log_config, timeout=120)
         upload_burst(site, warm, timeout=120)
         outbox_settled(site, timeout=120)
-        orthanc.clear()
-        before = _outbox_count(site)
-
-        print(f"storescu: {args.instances} instances in one association...", flush=True)
-        arrivals.start()
-        figures.dicom = dicom_burst(site, port, burst, log_config, timeout)
-        figures.outbox_failed = outbox_settled(site, timeout)[1]
-        expected = _outbox_count(site) - before
-        first, last = arrivals.wait(expected, timeout=60)
-        figures.objects_live = (expected, last - first)
-
-        print(f"outbox alone: every one of the {_outbox_count(site)} items resent...", flush=True)
-        orthanc.clear()
-        total = _outbox_count(site)
-        arrivals.start()
-        outbox_resend_all(site)
-        first, last = arrivals.wait(total, timeout=timeout)
-        figures.objects_resent = (total, last - first)
-        outbox_settled(site, timeout)
-
+        phases = [lambda: _dicom_phase(site, port, burst, log_config, arrivals, figures, timeout)]
         if args.upload:
-            print(f"upload path: the same {args.instances} pictures, back to back...", flush=True)
-            figures.upload = upload_burst(site, burst, timeout)
+            phases.insert(0 if args.upload_first else 1, lambda: _upload_phase(site, burst, figures, timeout))
+        for phase in phases:
+            phase()
+        _resend_phase(site, orthanc, arrivals, figures, timeout)
         if args.paced:
             print(f"paced: {args.paced} instances of each path, one at a time...", flush=True)
             figures.dicom_paced = dicom_paced(site, port, paced, log_config)
+            outbox_settled(site, timeout)
             if args.upload:
                 figures.upload_paced = upload_paced(site, paced)
     finally:
@@ -438,6 +504,9 @@ def table(figures: Figures) -> str:
     rows.append(f"| end of C-STORE to stored prediction, median / p95 | {_seconds(dicom.from_end())} | | |")
     rows.append(f"| start of C-STORE to stored prediction, median / p95 | {_seconds(dicom.from_start())} | | |")
     rows.append(f"| first C-STORE to last result (DICOM) | {dicom.last_result():.1f} s | | |")
+    rows.append(
+        f"| CPU of the listener (and its decoding children) per instance | {dicom.cpu / len(dicom.sent):.2f} s | | |"
+    )
     objects, seconds = figures.objects_live
     rows.append(
         f"| objects/s arriving in Orthanc while the films arrive ({objects} objects, first to last arrival) "
@@ -453,6 +522,8 @@ def table(figures: Figures) -> str:
         rows.append(f"| end of upload to stored prediction, median / p95 | {_seconds(upload.from_end())} | | |")
         rows.append(f"| start of upload to stored prediction, median / p95 | {_seconds(upload.from_start())} | | |")
         rows.append(f"| first upload to last result | {upload.last_result():.1f} s | | |")
+        cpu = upload.cpu / len(upload.sent)
+        rows.append(f"| CPU of the web server (and its decoding children) per upload | {cpu:.2f} s | | |")
         rows.append(_ratio_row("time to result from the start of sending", dicom.from_start(), upload.from_start()))
         ratio = dicom.last_result() / upload.last_result()
         met = "yes" if ratio <= AIM_RATIO else "NO"
@@ -482,6 +553,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2, as make run)")
     parser.add_argument("--no-upload", dest="upload", action="store_false", help="skip the upload path's figures")
+    parser.add_argument(
+        "--upload-first", action="store_true", help="send the upload burst before the DICOM one (order effects)"
+    )
     args = parser.parse_args()
     for program in ("storescu", "/usr/sbin/Orthanc"):
         if shutil.which(program) is None:
