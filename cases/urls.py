@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from cases import views
+from cases import views, views_validation
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,5 +11,6 @@ urlpatterns = [
     path("studies/", views.studies, name="studies"),
     path("studies/status/", views.study_statuses, name="study_statuses"),
     path("images/<int:pk>/file", views.image_file, name="image_file"),
+    path("validation/", views_validation.validation_page, name="validation"),
     path("", include("cases.urls_reading")),
 ]

@@ -16,12 +16,12 @@ Two queries whatever the number of studies; the figures come from ``cases.valida
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 from django.db.models import CharField, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from cases.models import Finding, Review, Site, User
@@ -42,16 +42,24 @@ LIVE_READINGS_NOTE = (
 )
 
 
+POSITIVE, NEGATIVE, INDETERMINATE = 1, 0, -1
+_LABELS = {Finding.PNEUMONIA: POSITIVE, Finding.NO_PNEUMONIA: NEGATIVE, Finding.INDETERMINATE: INDETERMINATE}
+SPLITS = ("device", "age_band", "view", "domain", "mode")
+
+
 @dataclass(frozen=True)
-class StudyResult:
-    finding: str
-    score: float
-    flagged: bool
-    device: str
-    age_band: str
-    view: str
-    domain: str
-    mode: str
+class StudyCases:
+    """One entry per counted study: its finding (1, 0, or -1 for indeterminate), score, verdict and groups."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    flagged: np.ndarray
+    groups: dict[str, np.ndarray]  # split name -> each study's group (object array of str)
+
+    @classmethod
+    def empty(cls) -> StudyCases:
+        nothing = np.array([], dtype=object)
+        return cls(np.array([], dtype=np.int8), np.array([]), np.array([], dtype=bool), dict.fromkeys(SPLITS, nothing))
 
 
 def validation_site(*, user: User, code: str) -> Site:
@@ -78,14 +86,14 @@ def validation_report(
     target_sensitivity: float = 0.95,
 ) -> dict:
     """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day."""
-    results = _study_results(site, model_version, since, until)
-    figures = _figures(results, model_version, target_sensitivity)
+    cases = _study_cases(site, model_version, since, until)
+    everything = np.ones(len(cases.labels), dtype=bool)
+    figures = _figures(cases, everything, model_version, target_sensitivity)
     splits = {
-        "by_device": _split(results, lambda r: r.device, model_version, target_sensitivity),
-        "by_age_band": _split(results, lambda r: r.age_band, model_version, target_sensitivity, order=AGE_BANDS),
-        "by_view": _split(results, lambda r: r.view, model_version, target_sensitivity),
-        "by_domain": _split(results, lambda r: r.domain, model_version, target_sensitivity),
-        "by_mode": _split(results, lambda r: r.mode, model_version, target_sensitivity),
+        f"by_{name}": _split(
+            cases, name, model_version, target_sensitivity, order=AGE_BANDS if name == "age_band" else ()
+        )
+        for name in SPLITS
     }
     return {
         "site": site.code,
@@ -111,14 +119,11 @@ def _latest_reviews(site: Site, since: date | None, until: date | None) -> Query
 
 
 _PREDICTION_COLUMNS = (
-    "pk",
     "image_id",
     "image__study_id",
     "probability",
     "threshold",
     "domain",
-    "finished_at",
-    "created_at",
     "image__manufacturer",
     "image__manufacturer_model_name",
     "image__patient_age_years",
@@ -126,12 +131,14 @@ _PREDICTION_COLUMNS = (
 )
 
 
-def _study_results(site: Site, version: ModelVersion, since: date | None, until: date | None) -> list[StudyResult]:
+def _study_cases(site: Site, version: ModelVersion, since: date | None, until: date | None) -> StudyCases:
     reviews = _latest_reviews(site, since, until)
-    rows = reviews.annotate(mode=REVIEW_MODE).values_list("study_id", "finding", "mode")
-    readings = {study_id: (finding, mode) for study_id, finding, mode in rows}
+    readings = {
+        study_id: (_LABELS[finding], mode)
+        for study_id, finding, mode in reviews.annotate(mode=REVIEW_MODE).values_list("study_id", "finding", "mode")
+    }
     if not readings:
-        return []
+        return StudyCases.empty()
     rows = (
         Prediction.objects.filter(
             model_version=version,
@@ -141,40 +148,49 @@ def _study_results(site: Site, version: ModelVersion, since: date | None, until:
             # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters.
             image__study__in=reviews.values("study_id"),
         )
+        # Oldest first, so that each image keeps its newest result: predictions_current_first's rule.
+        .order_by("image_id", Coalesce("finished_at", "created_at"), "pk")
         .values_list(*_PREDICTION_COLUMNS)
-        .order_by()
     )
-    by_study: dict[int, list[tuple]] = defaultdict(list)
-    for row in _current_per_image(rows):
-        by_study[row[2]].append(row)
-    return [_study_result(readings[study_id], images, version.threshold) for study_id, images in by_study.items()]
+    current = list({row[0]: row for row in rows}.values())
+    if not current:
+        return StudyCases.empty()
+    return _cases_from(current, readings, version.threshold)
 
 
-def _current_per_image(rows: Iterable[tuple]) -> Iterable[tuple]:
-    """Each image's newest succeeded result, the rule of ``inference.selectors.predictions_current_first``."""
-    current: dict[int, tuple] = {}
-    for row in rows:
-        key = (row[6] or row[7], row[0])
-        kept = current.get(row[1])
-        if kept is None or key > (kept[6] or kept[7], kept[0]):
-            current[row[1]] = row
-    return current.values()
-
-
-def _study_result(reading: tuple[str, str], images: list[tuple], version_threshold: float) -> StudyResult:
-    finding, mode = reading
-    top = max(images, key=lambda row: row[3])
-    flagged = any(row[3] >= (row[4] if row[4] is not None else version_threshold) for row in images)
-    return StudyResult(
-        finding=finding,
-        score=top[3],
+def _cases_from(current: list[tuple], readings: dict[int, tuple[int, str]], version_threshold: float) -> StudyCases:
+    """Per study: the highest of its images' results is the score and gives the groups; flagged if any is."""
+    studies = np.fromiter((row[1] for row in current), dtype=np.int64, count=len(current))
+    probability = np.fromiter((row[2] for row in current), dtype=float, count=len(current))
+    threshold = np.fromiter(
+        (version_threshold if row[3] is None else row[3] for row in current), dtype=float, count=len(current)
+    )
+    order = np.lexsort((-probability, studies))  # by study, its highest result first
+    ordered = studies[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    top = order[starts]
+    flagged = np.logical_or.reduceat((probability >= threshold)[order], starts)
+    tops = [current[i] for i in top]
+    reading = [readings[row[1]] for row in tops]
+    groups = {
+        "device": [device_label(row[5], row[6]) for row in tops],
+        "age_band": [age_band(row[7]) for row in tops],
+        "view": [(row[8] or "").strip().upper() or UNKNOWN for row in tops],
+        "domain": [row[4] or NOT_CHECKED for row in tops],
+        "mode": [mode or LIVE for _, mode in reading],
+    }
+    return StudyCases(
+        labels=np.fromiter((label for label, _ in reading), dtype=np.int8, count=len(tops)),
+        scores=probability[top],
         flagged=flagged,
-        device=device_label(top[8], top[9]),
-        age_band=age_band(top[10]),
-        view=(top[11] or "").strip().upper() or UNKNOWN,
-        domain=top[5] or NOT_CHECKED,
-        mode=mode or LIVE,
+        groups={name: _objects(values) for name, values in groups.items()},
     )
+
+
+def _objects(values: list[str]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def device_label(manufacturer: str, model_name: str) -> str:
@@ -193,35 +209,33 @@ def age_band(years: float | None) -> str:
 # --- Figures -------------------------------------------------------------------------------------
 
 
-def _figures(results: list[StudyResult], version: ModelVersion, target_sensitivity: float) -> dict:
-    decided = [r for r in results if r.finding != Finding.INDETERMINATE]
+def _figures(cases: StudyCases, chosen: np.ndarray, version: ModelVersion, target_sensitivity: float) -> dict:
+    labels = cases.labels[chosen]
+    decided = labels != INDETERMINATE
     figures = validation_figures(
-        [1 if r.finding == Finding.PNEUMONIA else 0 for r in decided],
-        [r.score for r in decided],
-        [r.flagged for r in decided],
+        labels[decided],
+        cases.scores[chosen][decided],
+        cases.flagged[chosen][decided],
         target_sensitivity=target_sensitivity,
     )
     return {
         "n": figures.pop("n"),
         "positives": figures.pop("positives"),
         "prevalence": figures.pop("prevalence"),
-        "indeterminate": len(results) - len(decided),
+        "indeterminate": int(np.sum(~decided)),
         "threshold": version.threshold,
         **figures,
     }
 
 
 def _split(
-    results: list[StudyResult],
-    group_of: Callable[[StudyResult], str],
-    version: ModelVersion,
-    target_sensitivity: float,
-    *,
-    order: tuple[str, ...] = (),
+    cases: StudyCases, name: str, version: ModelVersion, target_sensitivity: float, *, order: tuple[str, ...] = ()
 ) -> list[dict]:
     """The figures per group: fixed groups in ``order`` (all of them, empty or not), else those present."""
-    groups: dict[str, list[StudyResult]] = defaultdict(list)
-    for result in results:
-        groups[group_of(result)].append(result)
-    names = list(order) or sorted(groups)
-    return [{"group": name, **_figures(groups.get(name, []), version, target_sensitivity)} for name in names]
+    present, index = np.unique(cases.groups[name], return_inverse=True)
+    position = {group: i for i, group in enumerate(present)}
+    names = list(order) or [str(group) for group in present]
+    return [
+        {"group": group, **_figures(cases, index == position.get(group, -1), version, target_sensitivity)}
+        for group in names
+    ]

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from cases import validation_stats as vs
 from cases.ingest import IncomingFile, studies_ingest
-from cases.models import Image, Review
+from cases.models import AuditEvent, Image, Review
 from cases.validation import AGE_BANDS, age_band, device_label, validation_report
 from inference.models import Prediction
 from tests.dicom_factory import make_dicom, make_png, rewrite_dicom
@@ -362,3 +362,47 @@ def test_the_migration_fills_devices_from_stored_headers(demo_site, make_study, 
         image.refresh_from_db()
     assert (dicom.manufacturer, dicom.manufacturer_model_name) == ("Kodak", "DR 7500")
     assert (missing.manufacturer, png.manufacturer) == ("", "")
+
+
+# --- The page ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["", "?site=DEMO&model=val-model", "?site=NOPE&model=x&print=1"])
+def test_the_page_refuses_technicians_and_radiologists(client, tech, rad, version, query: str) -> None:
+    for user in (tech, rad):
+        client.force_login(user)
+        assert client.get("/validation/" + query).status_code == 403
+
+
+def test_the_page_shows_the_report_with_its_caveat_and_a_printable_view(
+    client, admin_user, demo_site, version, known_readings
+) -> None:
+    client.force_login(admin_user)
+
+    page = client.get("/validation/?site=DEMO&model=val-model")
+    printable = client.get("/validation/?site=DEMO&model=val-model&print=1")
+
+    assert page.status_code == 200 and printable.status_code == 200
+    text = page.content.decode()
+    assert "Live readings were made seeing the AI" in text
+    assert 'data-metric="n">12<' in text  # 11 in the last month and one older reading
+    assert "ACME RX-1" in text and "18-64" in text and "Printable view" in text
+    assert 'class="validation-query"' not in printable.content.decode()
+    assert "Live readings were made seeing the AI" in printable.content.decode()
+    assert AuditEvent.objects.filter(action="view_validation_report").count() == 2
+
+
+def test_the_page_offers_the_choice_404s_unknown_names_and_refuses_bad_dates(client, admin_user, version) -> None:
+    client.force_login(admin_user)
+    chooser = client.get("/validation/")
+    assert chooser.status_code == 200 and "val-model" in chooser.content.decode()
+    assert client.get("/validation/?site=NOPE&model=val-model").status_code == 404
+    assert client.get("/validation/?site=DEMO&model=nope").status_code == 404
+    assert client.get("/validation/?site=DEMO&model=val-model&since=2026-02-01&until=2026-01-01").status_code == 400
+
+
+def test_the_dashboard_links_admins_to_the_report(client, admin_user, rad) -> None:
+    client.force_login(admin_user)
+    assert 'href="/validation/"' in client.get("/dashboard/").content.decode()
+    client.force_login(rad)
+    assert 'href="/validation/"' not in client.get("/dashboard/").content.decode()

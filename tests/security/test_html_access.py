@@ -119,6 +119,8 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("worklist_version", "get"): READERS,
     ("dashboard", "get"): READERS,
     ("audit_export_csv", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
+    # Without a site and model the page offers the choice.
+    ("validation", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
     # The study awaiting review: opening it changes nothing; its page then claims it with a POST (radiologists).
     ("study_detail", "get"): ANY_SIGNED_IN,
     ("study_claim", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
