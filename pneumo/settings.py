@@ -91,6 +91,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "cases",
     "cases.oidc",
     "inference",
@@ -104,6 +107,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "cases.otp.middleware.StaffSecondFactorMiddleware",  # admins: no page without the second factor
     "cases.middleware.IdleLogoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -295,6 +300,8 @@ if PNEUMO_LOCAL_LOGIN not in {"all", "admins"}:
     raise ImproperlyConfigured("PNEUMO_LOCAL_LOGIN must be 'all' or 'admins'")
 if PNEUMO_OIDC_ISSUER and not PNEUMO_OIDC_CLIENT_ID:
     raise ImproperlyConfigured("PNEUMO_OIDC_ISSUER is set: PNEUMO_OIDC_CLIENT_ID is needed too")
+# The second factor (django-otp): the name authenticator apps show beside the account.
+OTP_TOTP_ISSUER = SITE_NAME
 # The secret key of de-identified exports (pseudonyms, UIDs, date offsets): a file of at least 32 bytes.
 # Empty: one is generated on the first export and kept in PNEUMO_DEID_GENERATED_KEY_FILE.
 PNEUMO_DEID_KEY_FILE = envstr("PNEUMO_DEID_KEY_FILE")

@@ -11,11 +11,49 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import Group
+from django.test import Client
 
 from cases.models import Image, Patient, Site, Study, User
 from inference.models import ModelVersion
 
 _counter = itertools.count(1)
+
+
+def totp_code(device) -> str:
+    """The code an authenticator app shows now for this TOTP device."""
+    from django_otp.oath import TOTP
+
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"
+
+
+def otp_session_verify(client: Client, user: User):
+    """An admin's session as after the second-factor page: a confirmed TOTP device, the session verified with it."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    device = device or TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device
+
+
+@pytest.fixture(autouse=True)
+def _admins_verified_on_force_login(monkeypatch) -> None:
+    """``force_login`` of an admin also verifies the second factor, so tests of other things need not.
+
+    tests/cases/test_otp.py logs admins in through the pages to test the second factor itself.
+    """
+    force_login = Client.force_login
+
+    def force_login_verified(self: Client, user: User, backend: str | None = None) -> None:
+        force_login(self, user, backend)
+        if user.is_staff:
+            otp_session_verify(self, user)
+
+    monkeypatch.setattr(Client, "force_login", force_login_verified)
 
 
 @pytest.fixture

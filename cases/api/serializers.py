@@ -766,6 +766,14 @@ class AuditFilterSerializer(serializers.Serializer):
 class TokenRequestSerializer(JsonTypes, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    otp = serializers.CharField(
+        required=False, max_length=32, help_text="Admins: the TOTP code from the authenticator app, or a recovery code"
+    )
+
+
+class OtpRequiredSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    otp_required = serializers.BooleanField(help_text='Send the second factor as "otp" with the credentials')
 
 
 class TokenSerializer(serializers.Serializer):

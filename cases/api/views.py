@@ -50,6 +50,7 @@ from cases.edges import (
     upload_result,
 )
 from cases.models import Agreement, ApiToken, Image, Review, Site, Study, User
+from cases.otp.services import second_factor_required, second_factor_verify
 from cases.pictures import heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
 from inference.models import ModelVersion, Prediction
@@ -235,9 +236,12 @@ class TokenView(ApiView):
     @extend_schema(
         request=s.TokenRequestSerializer,
         auth=[],
-        responses={200: s.TokenSerializer, 400: FIELD_ERRORS, 429: ERRORS[429]},
+        responses={200: s.TokenSerializer, 400: FIELD_ERRORS, 401: s.OtpRequiredSerializer, 429: ERRORS[429]},
         summary="Get a token",
-        description="Lockout after repeated failures (per username and address).",
+        description=(
+            "Lockout after repeated failures (per username and address). Admins also send their second factor"
+            ' as "otp" (a TOTP or recovery code); without a valid one the answer is 401 with "otp_required".'
+        ),
     )
     def post(self, request: Request) -> Response:
         data = _validated(s.TokenRequestSerializer, request.data)
@@ -246,6 +250,9 @@ class TokenView(ApiView):
             return Response({"detail": "Too many failed sign-ins: try again later."}, status=429)
         if user is None:
             return Response({"detail": "Invalid username or password."}, status=400)
+        refused = _second_factor_refusal(request, user=user, otp=data.get("otp", ""))
+        if refused is not None:
+            return refused
         key, token = token_create(user=user, request=request)
         user_logged_in.send(sender=type(user), request=request, user=user)
         return Response({"token": key, "expires": token.expires_at})
@@ -260,6 +267,18 @@ class TokenView(ApiView):
             return Response({"detail": "Send the token to revoke in the Authorization header."}, status=400)
         token_revoke(token=request.auth, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _second_factor_refusal(request: Request, *, user: Any, otp: str) -> Response | None:
+    """Admins (and users who enrolled) send their TOTP or a recovery code; a wrong one counts towards the lockout."""
+    if not second_factor_required(user=user):
+        return None
+    if otp and second_factor_verify(request=request, user=user, token=otp) is not None:
+        return None
+    if getattr(request, "axes_locked_out", False):
+        return Response({"detail": "Too many failed sign-ins: try again later."}, status=429)
+    detail = "Invalid second-factor code." if otp else 'This account needs its second factor: send "otp".'
+    return Response({"detail": detail, "otp_required": True}, status=401)
 
 
 def _validated(serializer_class: type, data: Any, **kwargs: Any) -> dict[str, Any]:

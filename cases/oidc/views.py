@@ -20,10 +20,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cases.oidc import client
 from cases.oidc.services import SsoRefused, sso_user_sync
+from cases.otp.services import provider_amr_login
 
 SESSION_KEY = "oidc_auth_request"
 ID_TOKEN_KEY = "oidc_id_token"  # noqa: S105 (a session key, not a secret)
-AMR_KEY = "oidc_amr"
 UNKNOWN_USER = "(single sign-on)"  # the lockout and audit name of a failure before the provider said who it is
 BACKEND = "cases.oidc.backends.SsoBackend"
 WRONG_STATE = "The sign-in could not be completed (it was not started here, or it was already used). Please try again."
@@ -97,7 +97,9 @@ def sso_callback(request: HttpRequest) -> HttpResponse:
         return render(request, "oidc/refused.html", {"reason": str(refusal)}, status=403)
     login(request, user, backend=BACKEND)
     request.session[ID_TOKEN_KEY] = id_token
-    request.session[AMR_KEY] = sorted(str(v) for v in claims.get("amr", []) if isinstance(v, str))
+    amr = {str(v) for v in claims.get("amr", []) or [] if isinstance(v, str)}
+    if amr & set(settings.PNEUMO_OIDC_MFA_AMR):  # the provider checked a second factor itself
+        provider_amr_login(request=request, user=user)
     return redirect(pending["next"] or settings.LOGIN_REDIRECT_URL)
 
 
@@ -140,7 +142,8 @@ def _claims_verified(request: HttpRequest, pending: dict[str, str]) -> tuple[dic
     extra = client.userinfo_fetch(
         provider=provider, access_token=str(tokens.get("access_token", "")), subject=id_claims["sub"]
     )
-    # The signed ID token wins where both carry a claim (sub, amr).
+    extra.pop("amr", None)  # a second factor counts only when the signed ID token asserts it
+    # The signed ID token wins where both carry a claim.
     return {**extra, **id_claims}, tokens["id_token"]
 
 

@@ -154,21 +154,35 @@ def _user(account: str) -> User:
 
 @pytest.mark.parametrize(
     ("account", "home", "staff", "group"),
-    [("terry", "/upload/", False, "Technician"), ("rae", "/worklist/", False, "Radiologist"), ("ada", "/", True, None)],
+    [
+        ("terry", "/upload/", False, "Technician"),
+        ("rae", "/worklist/", False, "Radiologist"),
+        ("ada", "/accounts/otp/enrol/", True, None),  # an admin, whose provider's amr does not count here
+    ],
 )
 def test_it_signs_each_role_in_with_the_role_and_sites_from_the_claims(sign_in, account, home, staff, group) -> None:
     response = sign_in(account)
 
-    assert response.status_code == 200
-    assert not _path(response).startswith("/accounts/"), response.url
+    assert response.status_code == 200 and _path(response) == home
     user = _user(account)
     assert user.is_active and user.is_staff is staff
     assert list(user.groups.values_list("name", flat=True)) == ([group] if group else [])
     assert list(user.sites.values_list("code", flat=True)) == ["DEMO"]
     assert not user.has_usable_password()
     assert AuditEvent.objects.filter(action="login", user=user).exists()
-    if home != "/":
-        assert _path(response) == home
+
+
+def test_it_takes_the_providers_second_factor_for_an_admin_when_its_amr_counts(sign_in, settings, live_server) -> None:
+    settings.PNEUMO_OIDC_MFA_AMR = ["mfa", "otp", "hwk"]
+    session = requests.Session()
+    sign_in("ada", session)
+
+    assert _path(session.get(f"{live_server.url}/admin/", timeout=10)) == "/admin/"
+
+    settings.PNEUMO_OIDC_MFA_AMR = []
+    other = requests.Session()
+    sign_in("ada", other)
+    assert _path(other.get(f"{live_server.url}/admin/", timeout=10)) == "/accounts/otp/enrol/"
 
 
 def test_it_shows_the_provider_button_on_the_login_page_only_when_sso_is_on(live_server, sso, settings) -> None:

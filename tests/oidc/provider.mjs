@@ -36,8 +36,7 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   ttl: { IdToken: Number(process.env.ID_TOKEN_TTL || 300) },
   claims: {
-    amr: null,
-    openid: ['sub'],
+    openid: ['sub', 'amr'], // amr in every ID token, as providers that assert a second factor do
     email: ['email', 'email_verified'],
     profile: ['name', 'preferred_username', 'roles', 'sites'],
   },

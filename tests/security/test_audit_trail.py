@@ -20,6 +20,7 @@ from cases.audit_export import COLUMNS, audit_events_csv, audit_export_action
 from cases.models import ApiToken, AuditEvent, Image, Site, Study, User
 from inference.models import Prediction
 from inference.services import prediction_run
+from tests.conftest import otp_session_verify
 from tests.dicom_factory import make_dicom
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +114,7 @@ def test_it_leaves_exactly_one_event_per_action_through_the_workflow(
 
     # An admin signs in and corrects the patient's demographics in the admin
     assert events_of(lambda: login(admins, "admin")) == [event("login", superuser, ip=ADMIN_IP)]
+    otp_session_verify(admins, superuser)  # and its second factor (tests/cases/test_otp.py audits that step)
     patient = study.patient
     form = {"site": demo_site.pk, "patient_id": patient.patient_id, "name": "Walk, Audit J", "birth_date": ""}
     form |= {"sex": "F", "demographics_conflict": ""}
