@@ -306,6 +306,8 @@ OTP_TOTP_ISSUER = SITE_NAME
 # Empty: one is generated on the first export and kept in PNEUMO_DEID_GENERATED_KEY_FILE.
 PNEUMO_DEID_KEY_FILE = envstr("PNEUMO_DEID_KEY_FILE")
 PNEUMO_DEID_GENERATED_KEY_FILE = BASE_DIR / "var" / "deid.key"
+# The key that encrypts backups (manage.py backup): a file of 32 random bytes in urlsafe base64; empty: plain.
+PNEUMO_BACKUP_KEY_FILE = envstr("PNEUMO_BACKUP_KEY_FILE")
 
 # --- DICOM network ---------------------------------------------------------------
 # The DICOM listener (manage.py dicom_listener) and where results are sent back.
