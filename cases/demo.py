@@ -91,6 +91,24 @@ def demo_users_ensure(*, password: str = "") -> dict[str, str]:
     return logins
 
 
+DEMO_TOTP_NAME = "Demo authenticator"
+
+
+def demo_admin_totp_ensure() -> tuple[str, str]:
+    """The demo admin's TOTP device, enrolled once and kept (an app set up with it keeps working).
+
+    Returns its key in base32 (for an authenticator app) and the code it gives now.
+    """
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from cases.otp.services import totp_code_now, totp_secret_base32
+
+    admin = User.objects.get(username=next(u.username for u in DEMO_USERS if u.is_staff))
+    device = TOTPDevice.objects.filter(user=admin, name=DEMO_TOTP_NAME, confirmed=True).first()
+    device = device or TOTPDevice.objects.create(user=admin, name=DEMO_TOTP_NAME, confirmed=True)
+    return totp_secret_base32(device=device), totp_code_now(device=device)
+
+
 def _lockouts_clear(usernames: list[str]) -> None:
     from axes.utils import reset
 

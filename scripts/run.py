@@ -334,7 +334,10 @@ def demo_data(*, embedded_database: bool) -> list[list[str]]:
     for line in output.splitlines():
         if line.startswith(("demo studies", "  refused")):
             log(line.strip())
-    return [line.split()[1:] for line in output.splitlines() if line.startswith("login ")]
+    logins = [line.split()[1:] for line in output.splitlines() if line.startswith("login ")]
+    # The admin's second factor: "totp admin <key> <code now>", printed beside its password.
+    totp = {f[1]: f[2:] for f in (line.split() for line in output.splitlines() if line.startswith("totp "))}
+    return [[username, password, *totp.get(username, [])] for username, password in logins]
 
 
 def stop_all(*_: object) -> None:
@@ -369,8 +372,9 @@ def site_start(settings: ModuleType) -> str:
     print(f"  Pneumo is running at {url}/")
     print(f"  {dicom_describe(settings)} (unknown callers: site {settings.PNEUMO_DICOM_DEFAULT_SITE or '-'})")
     print("  Demo logins (username  password):")
-    for username, password in logins:
-        print(f"    {username:<6} {password}")
+    for username, password, *totp in logins:
+        second = f"  second factor: TOTP key {totp[0]} (code now {totp[1]})" if totp else ""
+        print(f"    {username:<6} {password}{second}")
     print("  Logs in var/*.log. Press Ctrl-C to stop.")
     print("=" * 64 + "\n", flush=True)
     return url

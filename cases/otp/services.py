@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from django_otp import devices_for_user, match_token
 from django_otp import login as otp_login
 from django_otp.models import Device
+from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -47,6 +48,12 @@ def totp_qr_data_uri(*, device: TOTPDevice) -> str:
 
 def totp_secret_base32(*, device: TOTPDevice) -> str:
     return base64.b32encode(device.bin_key).decode().rstrip("=")
+
+
+def totp_code_now(*, device: TOTPDevice) -> str:
+    """The code an authenticator app with this device's key shows now (for the demo's printed logins)."""
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"
 
 
 @transaction.atomic

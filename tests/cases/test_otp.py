@@ -190,3 +190,36 @@ def test_it_refuses_a_reset_by_the_admin_themselves_or_by_a_non_admin(client, en
     assert client.post(f"/accounts/otp/reset/{enrolled_admin.user.pk}/").status_code == 403
     assert TOTPDevice.objects.filter(user=enrolled_admin.user).exists()
     assert not AuditEvent.objects.filter(action="otp_reset").exists()
+
+
+# --- The demo ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_enrols_the_demo_admin_and_prints_a_key_and_code_that_work(client) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    def run() -> list[str]:
+        out = StringIO()
+        call_command("demo_data", stdout=out)
+        line = next(line for line in out.getvalue().splitlines() if line.startswith("totp admin "))
+        return line.split()[2:]
+
+    secret, code = run()
+    assert run()[0] == secret  # kept across runs: an authenticator app set up once keeps working
+    admin = User.objects.get(username="admin")
+    device = TOTPDevice.objects.get(user=admin)
+    assert device.confirmed and len(code) == 6
+
+    admin.set_password("a-demo-password-1")
+    admin.save()
+    assert (
+        client.post(
+            TOKEN_URL,
+            {"username": "admin", "password": "a-demo-password-1", "otp": totp_code(device)},
+            content_type="application/json",
+        ).status_code
+        == 200
+    )

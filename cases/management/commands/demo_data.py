@@ -3,7 +3,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from cases.demo import DEMO_STUDIES, demo_predictions_wait, demo_reviews_sign, demo_studies_ensure, demo_users_ensure
+from cases.demo import (
+    DEMO_STUDIES,
+    demo_admin_totp_ensure,
+    demo_predictions_wait,
+    demo_reviews_sign,
+    demo_studies_ensure,
+    demo_users_ensure,
+)
 
 
 class Command(BaseCommand):
@@ -26,6 +33,8 @@ class Command(BaseCommand):
         logins = demo_users_ensure(password=settings.PNEUMO_DEMO_PASSWORD)
         for username, password in logins.items():
             self.stdout.write(f"login {username} {password}")
+        secret, code = demo_admin_totp_ensure()
+        self.stdout.write(f"totp admin {secret} {code}")
         if not options["studies"]:
             return
         if not settings.PNEUMO_DEMO_STUDIES:
