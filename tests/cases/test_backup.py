@@ -321,3 +321,12 @@ def small_backup_encrypted(key_file, own_media, demo_site, make_study, make_imag
     make_image(make_study(demo_site), file=default_storage.save("studies/test/one.dcm", ContentFile(b"DICM one")))
     call_command("backup", str(tmp_path / "backup"))
     return tmp_path / "backup"
+
+
+def test_it_leaves_out_files_the_retention_policy_deleted(own_media, demo_site, make_study, make_image, tmp_path):
+    study = make_study(demo_site)
+    kept = make_image(study, file=default_storage.save("studies/test/kept.dcm", ContentFile(b"DICM kept")))
+    make_image(study, file="studies/test/purged.dcm", file_state="purged", purged_at=timezone.now())
+    call_command("backup", str(tmp_path / "backup"))
+    manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+    assert list(manifest["files"]) == [kept.file.name] and manifest["missing"] == []
