@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cases import services
 from cases.api.tokens import token_revoke, tokens_revoke_all
@@ -25,6 +27,7 @@ from cases.models import (
     Study,
     User,
 )
+from cases.otp.admin_actions import second_factor_reset_action
 from cases.retention import legal_hold_recorded
 from inference.admin_actions import run_again_with_version
 
@@ -116,9 +119,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
 
+# django-otp's own device admins would delete devices unaudited: the audited reset below replaces them.
+admin.site.unregister(TOTPDevice)
+admin.site.unregister(StaticDevice)
+
+
 @admin.register(User)
 class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     list_display = ("username", "display_name", "role", "site_codes", "is_staff", "is_active", "last_login")
+    actions = [second_factor_reset_action]
     list_filter = ("groups", "sites", "is_staff", "is_active")
     search_fields = ("username", "display_name", "first_name", "last_name", "email")
     filter_horizontal = ("groups", "user_permissions", "sites")

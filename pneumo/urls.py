@@ -4,14 +4,14 @@ from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
-from django_otp.admin import OTPAdminSite
 
 from cases import audit_export
 from cases import views as case_views
 from cases.oidc import views as oidc_views
+from cases.otp.admin_site import PneumoAdminSite
 
 # django-otp's admin site: its index and pages need a verified second factor, never a password alone.
-admin.site.__class__ = OTPAdminSite
+admin.site.__class__ = PneumoAdminSite
 admin.site.site_header = "Pneumo administration"
 admin.site.site_title = "Pneumo admin"
 
@@ -25,8 +25,6 @@ urlpatterns = [
     path("accounts/sso/", include("cases.oidc.urls")),
     path("accounts/otp/", include("cases.otp.urls")),
     path("audit/export.csv", audit_export.audit_export_csv, name="audit_export_csv"),
-    # One login page for everyone (password, SSO, then the second factor), not the admin's own.
-    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True), name="admin_login_redirect"),
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
     path("dicomweb/", include("cases.dicomweb.urls")),

@@ -7,5 +7,4 @@ from cases.otp import views
 urlpatterns = [
     path("verify/", views.otp_verify, name="otp_verify"),
     path("enrol/", views.otp_enrol, name="otp_enrol"),
-    path("reset/<int:pk>/", views.otp_reset, name="otp_reset"),
 ]

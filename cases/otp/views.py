@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
 
-from cases import selectors
-from cases.models import User
 from cases.otp import services
 
 WRONG_CODE = "That code was not right. Check your authenticator app's clock, or use a recovery code."
@@ -63,18 +58,6 @@ def otp_enrol(request: HttpRequest) -> HttpResponse:
         "next": _next(request),
     }
     return render(request, "otp/enrol.html", context, status=400 if error else 200)
-
-
-@require_POST
-@login_required
-def otp_reset(request: HttpRequest, pk: int) -> HttpResponse:
-    """Another admin's reset (a lost phone): the user enrols again at their next login."""
-    target = get_object_or_404(User, pk=pk)
-    if not selectors.user_is_admin(user=request.user) or target.pk == request.user.pk:
-        raise PermissionDenied
-    removed = services.second_factor_reset(user=target, by=request.user, request=request)
-    messages.success(request, f"Second factor of {target.username} reset ({removed} devices removed).")
-    return redirect("admin:cases_user_change", target.pk)
 
 
 def _next(request: HttpRequest) -> str:

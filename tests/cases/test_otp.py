@@ -168,26 +168,29 @@ def test_it_gives_other_users_a_token_without_a_second_factor(client, tech) -> N
 
 
 @pytest.mark.django_db
-def test_it_lets_another_admin_reset_the_second_factor_audited(client, enrolled_admin, demo_site) -> None:
+def test_it_resets_from_the_user_admin_with_an_audited_action(client, enrolled_admin) -> None:
     recovery_codes_new(user=enrolled_admin.user)
-    other = User.objects.create_user(username="admin2", password=PASSWORD, is_staff=True)
-    client.force_login(other)  # verified by tests/conftest.py
+    other = User.objects.create_user(username="admin2", password=PASSWORD, is_staff=True, is_superuser=True)
+    client.force_login(other)
+    form = {"action": "second_factor_reset_action", "_selected_action": [enrolled_admin.user.pk, other.pk]}
 
-    response = client.post(f"/accounts/otp/reset/{enrolled_admin.user.pk}/")
+    response = client.post("/admin/cases/user/", form)
 
     assert response.status_code == 302
     assert not TOTPDevice.objects.filter(user=enrolled_admin.user).exists()
-    assert not StaticDevice.objects.filter(user=enrolled_admin.user).exists()
-    event = AuditEvent.objects.get(action="otp_reset")
-    assert event.user == other and event.object_id == str(enrolled_admin.user.pk)
+    assert not StaticDevice.objects.filter(user=enrolled_admin.user).exists()  # the recovery codes too
+    assert TOTPDevice.objects.filter(user=other).exists()  # one's own needs another admin
+    assert AuditEvent.objects.filter(action="otp_reset", object_id=str(enrolled_admin.user.pk), user=other).count() == 1
+    assert not AuditEvent.objects.filter(action="otp_reset", object_id=str(other.pk)).exists()
 
 
 @pytest.mark.django_db
-def test_it_refuses_a_reset_by_the_admin_themselves_or_by_a_non_admin(client, enrolled_admin, tech) -> None:
-    client.force_login(enrolled_admin.user)
-    assert client.post(f"/accounts/otp/reset/{enrolled_admin.user.pk}/").status_code == 403
+def test_it_refuses_a_reset_to_a_non_admin(client, enrolled_admin, tech) -> None:
     client.force_login(tech)
-    assert client.post(f"/accounts/otp/reset/{enrolled_admin.user.pk}/").status_code == 403
+    form = {"action": "second_factor_reset_action", "_selected_action": [enrolled_admin.user.pk]}
+
+    assert client.post("/admin/cases/user/", form).status_code == 302  # to the login page
+
     assert TOTPDevice.objects.filter(user=enrolled_admin.user).exists()
     assert not AuditEvent.objects.filter(action="otp_reset").exists()
 

@@ -81,7 +81,7 @@ def html_routes() -> list[Route]:
     """Every route outside the API, with the admin's model pages and without its plumbing."""
     routes = []
     for route, pattern in _walk(get_resolver().url_patterns):
-        if route.startswith("api/"):
+        if route.startswith(("api/", "dicomweb/")):  # APIs: tests/api/test_access_matrix.py
             continue
         if route.startswith("admin/"):
             found = _admin_route(route, pattern)
@@ -106,6 +106,9 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     # Single sign-on is off unless PNEUMO_OIDC_ISSUER is set (tests/cases/test_sso.py turns it on).
     ("sso_login", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 404},
     ("sso_callback", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 404},
+    # The second factor: users without one are sent to enrol; admins here are verified (tests/conftest.py).
+    ("otp_verify", "get"): {"anon": 302, "tech": 302, "rad": 302, "admin": 200},
+    ("otp_enrol", "get"): {"anon": 302, "tech": 200, "rad": 200, "admin": 200},
     ("health", "get"): {"anon": 200, "tech": 200, "rad": 200, "admin": 200},
     ("favicon", "get"): {"anon": 301, "tech": 301, "rad": 301, "admin": 301},
     ("metrics", "get"): {"anon": 404, "tech": 404, "rad": 404, "admin": 200},
