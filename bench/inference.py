@@ -6,6 +6,10 @@ The main process imports TensorFlow (baseline: Keras ``Model.predict`` plus a se
 GradientTape Grad-CAM) and converts the model; the served path runs in child processes
 started with ``--worker`` that never import TensorFlow, so their start-up time and resident
 memory are what a Celery worker would see.
+
+Then, where ``models/xception224-int8/`` holds the int8 base (``manage.py quantize_models``), every
+shipped version's float32 conversion and the int8 base with its float head are timed side by side in
+one child process (``--int8-worker``), at batch 1 and 8; ``--no-int8`` skips that section.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ GOAL_WORKER_FIRST_RESULT_S = 1.0
 GOAL_WORKER_RSS_MB = 400.0
 WARMUP_RUNS = 5
 BATCH = 16
+INT8_DIR = REPO_ROOT / "models" / "xception224-int8"
+INT8_BATCHES = (1, 8)
+GOAL_INT8_RATIO = 0.5
 
 
 def rss_mb() -> dict[str, float]:
@@ -285,6 +292,116 @@ def report(base: dict[str, float], workers: list[dict[str, float]]) -> None:
             )
 
 
+# --- float32 vs the int8 base, per shipped version (child process: never imports TensorFlow) ----
+
+
+def int8_worker(args: argparse.Namespace) -> None:
+    """Forward pass (+ heatmap) of the float32 conversion and of the int8 base + NumPy head, interleaved."""
+    import numpy as np
+    from PIL import Image
+
+    from inference.classifier import BICUBIC_224, LiteRTClassifier, preprocess, raw_gradcam, scale_heatmap
+    from inference.domain import pooled_features
+    from inference.features_model import FeatureMapModel, head_logits
+
+    (threads,) = args.threads
+    float32 = LiteRTClassifier(
+        args.tflite, args.head, heatmap_scale=args.scale, num_threads=threads, preprocessing=BICUBIC_224
+    ).load()
+    float32.predict(np.zeros((224, 224), np.uint8))
+    result: dict[str, float] = {"threads": threads, "rss_float32_mb": rss_mb()["rss_mb"]}
+    int8 = FeatureMapModel(args.int8, num_threads=threads).load()
+    head, scale = float32.head, args.scale
+    int8.run(preprocess(np.zeros((224, 224), np.uint8), BICUBIC_224))
+    result["rss_both_mb"] = rss_mb()["rss_mb"]
+    arrays = [preprocess(np.asarray(Image.open(p).convert("L")), BICUBIC_224) for p in sample_paths()]
+
+    def heatmaps(maps: np.ndarray) -> list:
+        return [scale_heatmap(raw_gradcam(fm, head), scale) for fm in maps]
+
+    def f32(batch: np.ndarray, heatmap: bool) -> None:
+        maps, _ = float32.run(batch)
+        if heatmap:
+            heatmaps(maps)
+
+    def q8(batch: np.ndarray, heatmap: bool) -> None:
+        maps = int8.run(batch)
+        head_logits(pooled_features(maps), head)
+        if heatmap:
+            heatmaps(maps)
+
+    for n in INT8_BATCHES:
+        batches = [np.concatenate(arrays[i : i + n]) for i in range(0, len(arrays) - n + 1, n)]
+        for name, fn in (("float32", f32), ("int8", q8)):
+            heat, plain = paired_median_ms(
+                lambda i, fn=fn, batches=batches: fn(batches[i % len(batches)], True),
+                lambda i, fn=fn, batches=batches: fn(batches[i % len(batches)], False),
+                args.runs,
+                n,
+            )
+            result[f"{name}_b{n}_plain_ms"], result[f"{name}_b{n}_heatmap_ms"] = plain, heat
+    result["tensorflow_imported"] = any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
+    print(json.dumps(result))
+
+
+def int8_versions(out_dir: Path, threads: list[int], runs: int) -> list[tuple[str, dict, list[dict]]]:
+    """(version, its int8 gate record, one worker result per thread count) for every shipped version."""
+    from inference.conversion import convert_to_litert
+    from inference.shipped_model import manifest_read
+
+    manifest = json.loads((INT8_DIR / "int8-manifest.json").read_text())
+    rows = []
+    for model_dir in sorted(p.parent for p in (REPO_ROOT / "models").glob("*/manifest.json")):
+        if model_dir == INT8_DIR:
+            continue
+        shipped = manifest_read(model_dir)
+        gates = manifest["gates"].get(shipped["name"], {"applicable": False, "reason": "not measured"})
+        if not gates["applicable"]:
+            rows.append((shipped["name"], gates, []))
+            continue
+        keras_path = rebuild_shipped(model_dir, out_dir / shipped["name"])
+        converted = convert_to_litert(keras_path, out_dir / shipped["name"])
+        scale = shipped["heatmap_scale"]["scale"]
+        workers = [run_int8_worker(converted.tflite_path, converted.head_path, scale, t, runs) for t in threads]
+        rows.append((shipped["name"], gates, workers))
+    return rows
+
+
+def run_int8_worker(tflite: Path, head: Path, scale: float, threads: int, runs: int) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--int8-worker", "--tflite", str(tflite)]
+    command += ["--int8", str(INT8_DIR / "base-int8.tflite"), "--head", str(head), "--scale", str(scale)]
+    command += ["--threads", str(threads), "--runs", str(runs)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"int8 worker failed:\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def report_int8(rows: list[tuple[str, dict, list[dict]]]) -> None:
+    print("\nfloat32 conversion vs int8 base + float NumPy head (ms per image, median; forward = model + logits)")
+    for name, gates, workers in rows:
+        if not workers:
+            print(f"  {name}: int8 not applicable ({gates.get('reason', '')})")
+            continue
+        served = "served" if gates["passed"] else "NOT served: gates failed, float32 is served"
+        print(
+            f"  {name}: int8 {served} (AUC diff {gates['validation_auc_diff']:.4f},"
+            f" parity prob {gates['parity_probability_max_diff']:.4f},"
+            f" heatmap cell {gates['parity_heatmap_cell_max_diff']:.4f})"
+        )
+        for w in workers:
+            print(f"    threads={w['threads']}          float32    int8   ratio")
+            for n in INT8_BATCHES:
+                for kind, label in (("plain", "forward"), ("heatmap", "+ heatmap")):
+                    f, q = w[f"float32_b{n}_{kind}_ms"], w[f"int8_b{n}_{kind}_ms"]
+                    goal = f"   goal <= {GOAL_INT8_RATIO}x {verdict(q / f <= GOAL_INT8_RATIO)}" if n == 1 else ""
+                    print(f"      b{n} {label:<10} {f:8.1f} {q:7.1f} {q / f:6.2f}x{goal}")
+            print(
+                f"      worker RSS: float32 only {w['rss_float32_mb']:.0f} MB, float32 + int8 loaded"
+                f" {w['rss_both_mb']:.0f} MB (TensorFlow imported: {w['tensorflow_imported']})"
+            )
+
+
 def rebuild_shipped(model_dir: Path, out_dir: Path) -> Path:
     from inference import shipped_model
     from inference.model_package import packaged_model_path
@@ -311,7 +428,12 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=50, help="timed runs per figure, after warm-up")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="LiteRT num_threads to try")
+    parser.add_argument("--no-int8", action="store_true", help="skip the float32 vs int8 section")
+    parser.add_argument("--int8-runs", type=int, default=20, help="timed runs per figure in the int8 section")
+    parser.add_argument("--int8-only", action="store_true", help="only the float32 vs int8 section")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--int8-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--int8", help=argparse.SUPPRESS)
     parser.add_argument("--tflite", help=argparse.SUPPRESS)
     parser.add_argument("--head", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
@@ -321,6 +443,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.int8_worker:
+        int8_worker(args)
+        return
+    if args.int8_only:
+        with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as out_dir:
+            report_int8(int8_versions(Path(out_dir), args.threads, args.int8_runs))
         return
     if args.model is None:
         from inference.model_package import packaged_model_path
@@ -335,7 +464,11 @@ def main() -> None:
         workers = [
             run_worker(tflite, head, scale, threads, args.runs, preprocessing, checks) for threads in args.threads
         ]
+        with_int8 = not args.no_int8 and (INT8_DIR / "int8-manifest.json").is_file()
+        int8_rows = int8_versions(Path(out_dir), args.threads, args.int8_runs) if with_int8 else []
     report(base, workers)
+    if int8_rows:
+        report_int8(int8_rows)
 
 
 if __name__ == "__main__":
