@@ -37,7 +37,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Q, QuerySet
 
 from cases import selectors
-from cases.models import Image, Site, Study, User
+from cases.models import FileState, Image, Site, Study, User
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ def instances_of(studies: Sequence[Study]) -> list[Instance]:
     images = (
         Image.objects.filter(study_id__in=by_pk, kind="dicom")
         .exclude(series_instance_uid="")
+        .exclude(file_state=FileState.PURGED)  # deleted by the retention policy: nothing left to retrieve
         .order_by("study_id", "created_at", "pk")
     )
     found = [_from_image(image, by_pk[image.study_id]) for image in images]

@@ -236,3 +236,12 @@ def test_it_audits_a_legal_hold_set_in_the_admin(client, admin_user, demo_site, 
 def test_it_runs_daily_from_beat(settings) -> None:
     entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "cases.tasks.retention_apply"]
     assert entries == [{"task": "cases.tasks.retention_apply", "schedule": 24 * 3600.0}]
+
+
+@pytest.mark.slow  # ingests a real DICOM with the shipped models
+def test_it_leaves_a_purged_image_out_of_dicomweb(old_study) -> None:
+    from cases.dicomweb.instances import instances_of
+
+    assert [i.sop_uid for i in instances_of([old_study])] == [_image(old_study).sop_instance_uid]
+    retention_apply()
+    assert instances_of([old_study]) == []
