@@ -172,6 +172,18 @@ def _timed(call, runs: int) -> dict:
     }
 
 
+def _admin_login(client, admin) -> None:
+    """A signed-in admin's session with its second factor verified, as after the verification page."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.force_login(admin)
+    device = TOTPDevice.objects.create(user=admin, name="bench", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
 def run(args: argparse.Namespace, where: str) -> dict:
     from django.test import Client
 
@@ -181,10 +193,11 @@ def run(args: argparse.Namespace, where: str) -> dict:
     data = populate(args.studies)
     built_s = time.perf_counter() - started
     print(f"{data['studies']} signed studies, {data['images']} images, in {where}; built in {built_s:.1f} s")
-    client = Client()
-    client.force_login(data["admin"])
-    url = f"/api/v1/validation/?site=DEMO&model={data['version'].name}"
     selector = _timed(lambda: validation_report(site=data["site"], model_version=data["version"]), args.runs)
+    print(f"validation_report (selector): median {selector['median_ms']} ms, queries {selector['queries']}")
+    client = Client()
+    _admin_login(client, data["admin"])
+    url = f"/api/v1/validation/?site=DEMO&model={data['version'].name}"
     request = _timed(lambda: client.get(url), args.runs)
     assert request["result"].status_code == 200, request["result"].content[:300]
     report = selector.pop("result")

@@ -35,12 +35,6 @@ class ValidationQueryForm(forms.Form):
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     target_sensitivity = forms.FloatField(min_value=0.0, max_value=1.0, required=False, initial=0.95)
 
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error("until", "until is before since.")
-        return data
-
 
 @login_required
 @require_GET

@@ -1,7 +1,8 @@
 """``GET /api/v1/validation/``: a site's local validation report for one model version (admins only).
 
 The role is checked before the query is read (DRF's permission check runs first), so anyone but an admin
-gets 403 whatever they ask; an unknown site or model is 404; the report answers from n = 0 with nulls.
+gets 403 whatever they ask; an unknown site or model is 404; the report answers from n = 0 with nulls (an
+empty period, ``until`` before ``since``, included: the schema cannot forbid it, so it is no error).
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ class ValidationParamsSerializer(serializers.Serializer):
     target_sensitivity = serializers.FloatField(
         required=False, default=0.95, min_value=0.0, max_value=1.0, help_text="For the suggested threshold"
     )
-
-    def validate(self, attrs: dict) -> dict:
-        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
-            raise serializers.ValidationError({"until": ["until is before since."]})
-        return attrs
 
 
 def _interval() -> serializers.ListField:

@@ -52,6 +52,11 @@ def test_it_answers_400_for_a_bad_query(api, admin_user, version, query: str) ->
     assert api(admin_user).get(URL + query).status_code == 400
 
 
+def test_it_answers_an_empty_period_with_nothing_counted(api, admin_user, demo_site, version) -> None:
+    response = api(admin_user).get(URL + "?site=DEMO&model=val-model&since=2026-02-01&until=2026-01-01")
+    assert response.status_code == 200 and response.json()["n"] == 0
+
+
 def test_it_answers_200_with_nulls_from_no_readings(api, admin_user, demo_site, version) -> None:
     response = api(admin_user).get(URL + "?site=demo&model=val-model&since=2026-01-01&until=2026-01-31")
 

@@ -398,7 +398,9 @@ def test_the_page_offers_the_choice_404s_unknown_names_and_refuses_bad_dates(cli
     assert chooser.status_code == 200 and "val-model" in chooser.content.decode()
     assert client.get("/validation/?site=NOPE&model=val-model").status_code == 404
     assert client.get("/validation/?site=DEMO&model=nope").status_code == 404
-    assert client.get("/validation/?site=DEMO&model=val-model&since=2026-02-01&until=2026-01-01").status_code == 400
+    assert client.get("/validation/?site=DEMO&model=val-model&since=someday").status_code == 400
+    empty = client.get("/validation/?site=DEMO&model=val-model&since=2026-02-01&until=2026-01-01")
+    assert empty.status_code == 200 and 'data-metric="n">0<' in empty.content.decode()
 
 
 def test_the_dashboard_links_admins_to_the_report(client, admin_user, rad) -> None:
