@@ -558,3 +558,35 @@ def grid_preprocessing() -> str | None:
     for version in active_model_versions().values():
         counts[version.preprocessing_version] = counts.get(version.preprocessing_version, 0) + 1
     return max(counts, key=lambda name: counts[name]) if counts else None
+
+
+INT8_DIR = "xception224-int8"
+INT8_MANIFEST = "int8-manifest.json"
+
+
+def int8_verdict(version: ModelVersion) -> str:
+    """Whether ``version`` may serve the shipped int8 base, and why: "" when it may.
+
+    The int8 file must match its manifest's sha256, and the version's gates must have passed
+    when measured on this version's head and float32 conversion (``manage.py quantize_models``).
+    Until one passes, workers serve the float32 conversion.
+    """
+    record_path = shipped_models_dir() / INT8_DIR / INT8_MANIFEST
+    if not record_path.is_file():
+        return "no int8 conversion shipped"
+    record = json.loads(record_path.read_text())
+    file = record_path.parent / record["file"]
+    if not file.is_file() or model_package.sha256_file(file) != record["sha256"]:
+        return f"{file} is missing or differs from its manifest"
+    gates = record.get("gates", {}).get(version.name)
+    if gates is None:
+        return "its int8 gates were never measured"
+    if gates.get("head_sha256") != version.head_sha256:
+        return "its int8 gates were measured on another head"
+    if not gates.get("passed"):
+        return (
+            f"int8 failed its gates (probability diff {gates['parity_probability_max_diff']:.3f} > "
+            f"{gates['tolerances']['probability']}, heatmap cell diff {gates['parity_heatmap_cell_max_diff']:.3f}, "
+            f"AUC diff {gates['validation_auc_diff']:.4f})"
+        )
+    return ""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.registry import ModelFileMismatch, models_prepare_all
+from inference.registry import ModelFileMismatch, int8_verdict, models_prepare_all
 
 
 class Command(BaseCommand):
@@ -17,3 +17,8 @@ class Command(BaseCommand):
             state = "active" if v.is_active else "inactive"
             gate = "passed" if v.parity_passed else "FAILED"
             self.stdout.write(f"{v.name} {v.version}: {state}, parity {gate} (max diff {v.parity_max_diff:.2e})")
+            if v.is_active:
+                # Workers serve int8 only behind its gates; none is wired until one passes (float32 is served).
+                self.stdout.write(
+                    f"  int8: not served, {int8_verdict(v) or 'passed its gates but int8 serving is off'}"
+                )
