@@ -201,7 +201,10 @@ class PatientAdmin(AuditedAdmin):
 
     def save_model(self, request: HttpRequest, obj: Patient, form, change: bool) -> None:
         if not change:
-            return super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            if obj.legal_hold:
+                legal_hold_recorded(obj=obj, user=request.user, request=request)
+            return None
         if "demographics_conflict" not in form.changed_data:
             obj.demographics_conflict = ""  # the admin reviewed the demographics: resolved
         services.patient_correct(

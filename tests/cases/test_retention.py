@@ -245,3 +245,16 @@ def test_it_leaves_a_purged_image_out_of_dicomweb(old_study) -> None:
     assert [i.sop_uid for i in instances_of([old_study])] == [_image(old_study).sop_instance_uid]
     retention_apply()
     assert instances_of([old_study]) == []
+
+
+def test_it_audits_a_legal_hold_lifted_from_a_patient_in_the_admin(client, admin_user, demo_site, make_patient):
+    admin_user.is_superuser = True
+    admin_user.save()
+    patient = make_patient(demo_site, legal_hold=True, legal_hold_reason="Court order")
+    client.force_login(admin_user)
+    form = {"site": demo_site.pk, "patient_id": patient.patient_id, "name": patient.name, "sex": ""}
+    assert client.post(reverse("admin:cases_patient_change", args=[patient.pk]), form).status_code == 302
+    patient.refresh_from_db()
+    assert not patient.legal_hold
+    event = AuditEvent.objects.get(action="legal_hold_lifted")
+    assert (event.object_type, event.object_id, event.detail) == ("Patient", str(patient.pk), {"reason_given": False})
