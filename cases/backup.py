@@ -67,7 +67,10 @@ def backup_key() -> bytes | None:
     """The 32-byte key from PNEUMO_BACKUP_KEY_FILE (urlsafe base64, as Fernet.generate_key() prints), or None."""
     if not settings.PNEUMO_BACKUP_KEY_FILE:
         return None
-    text = Path(settings.PNEUMO_BACKUP_KEY_FILE).read_text().strip()
+    try:
+        text = Path(settings.PNEUMO_BACKUP_KEY_FILE).read_text().strip()
+    except OSError as error:
+        raise BackupError(f"PNEUMO_BACKUP_KEY_FILE cannot be read: {error}") from None
     try:
         key = base64.urlsafe_b64decode(text)
     except ValueError:
@@ -368,6 +371,8 @@ def backup_restore(*, source: Path) -> RestoreReport:
     """Restore ``source`` into an empty database and empty storage; refuses, changing nothing, otherwise."""
     key = backup_key()
     manifest = _manifest_read(source, key)
+    if not manifest["encrypted"]:
+        key = None  # a plain backup restores the same whatever key this machine holds
     _migrations_reachable(manifest)
     _target_empty()
     _payloads_verify(source, manifest, key)
