@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from cases.audit import audit_record
-from cases.models import Eligibility, Image, Study
+from cases.models import Eligibility, FileState, Image, Study
 from cases.notices import study_flagged_notice_queue
 from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
@@ -48,7 +48,12 @@ def _images_to_predict(study: Study) -> list[Image]:
     allowed = [Eligibility.ELIGIBLE]
     if study.site.ai_outside_validated_use:
         allowed.append(Eligibility.OUTSIDE_VALIDATED_USE)
-    return [image for image in study.images.all() if image.ai_eligibility in allowed]
+    # A file the retention policy deleted has nothing left to read (cases.retention).
+    return [
+        image
+        for image in study.images.all()
+        if image.ai_eligibility in allowed and image.file_state != FileState.PURGED
+    ]
 
 
 def _outside_use(image: Image, version: ModelVersion) -> tuple[bool, str]:

@@ -133,3 +133,12 @@ def test_the_admin_action_asks_for_a_version_then_reruns(client, versions, study
     done = client.post(url, {**form, "apply": "1", "model_version": child.pk})
     assert done.status_code == 302
     assert set(Prediction.objects.filter(image__study=study).values_list("model_version", flat=True)) == {child.pk}
+
+
+def test_an_image_the_retention_policy_deleted_is_not_run_again(versions, study, admin_user) -> None:
+    from cases.models import FileState
+
+    child, _ = versions
+    study.images.update(file_state=FileState.PURGED)
+
+    assert predictions_request(study=study, version=child, user=admin_user) == []
