@@ -19,48 +19,63 @@ def views_as_one(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('inference', '0004_model_version_domain_checks_prediction_domain'),
+        ("inference", "0004_model_version_domain_checks_prediction_domain"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='modelversion',
-            name='one_active_model',
+            model_name="modelversion",
+            name="one_active_model",
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='features_key',
-            field=models.CharField(blank=True, help_text='Versions with the same key compute the same feature map (same frozen base and preprocessing): one forward pass serves them all', max_length=200),
+            model_name="modelversion",
+            name="features_key",
+            field=models.CharField(
+                blank=True,
+                help_text="Versions with the same key compute the same feature map (same frozen base and preprocessing): one forward pass serves them all",
+                max_length=200,
+            ),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='intended_views',
+            model_name="modelversion",
+            name="intended_views",
             field=models.JSONField(blank=True, default=list, help_text='Validated views, e.g. ["AP", "PA"]'),
         ),
         migrations.RunPython(views_as_list, views_as_one, elidable=False),
         migrations.RemoveField(
-            model_name='modelversion',
-            name='intended_view',
+            model_name="modelversion",
+            name="intended_view",
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='population',
-            field=models.CharField(choices=[('paediatric', 'Paediatric'), ('adult', 'Adult')], default='paediatric', max_length=16),
+            model_name="modelversion",
+            name="population",
+            field=models.CharField(
+                choices=[("paediatric", "Paediatric"), ("adult", "Adult")], default="paediatric", max_length=16
+            ),
         ),
         migrations.AddField(
-            model_name='prediction',
-            name='routing',
-            field=models.CharField(blank=True, choices=[('age', "By the patient's age"), ('domain', 'By the image (age unknown)'), ('requested', 'Requested by an admin')], max_length=16),
+            model_name="prediction",
+            name="routing",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("age", "By the patient's age"),
+                    ("domain", "By the image (age unknown)"),
+                    ("requested", "Requested by an admin"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='prediction',
-            name='routing_reason',
+            model_name="prediction",
+            name="routing_reason",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('population',), name='one_active_model_per_population'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_active", True)), fields=("population",), name="one_active_model_per_population"
+            ),
         ),
     ]

@@ -26,9 +26,7 @@ def test_adult_films_uploaded_in_the_browser_are_read_by_the_adult_model(
     film = _adult_film("PNEUMONIA/00000398_002.png")
     pixels = np.asarray(PILImage.open(film).convert("L"))
     dicom = tmp_path / "IM0058"
-    dicom.write_bytes(
-        make_dicom(pixels, shape=pixels.shape, patient_id="ADULT-58", patient_age="058Y", view="PA")
-    )
+    dicom.write_bytes(make_dicom(pixels, shape=pixels.shape, patient_id="ADULT-58", patient_age="058Y", view="PA"))
     png = tmp_path / "adult-unknown-age.png"
     png.write_bytes(_adult_film("NORMAL/00001680_000.png").read_bytes())
     context = chromium_browser.new_context(viewport=VIEWPORT, base_url=live_server.url)

@@ -27,7 +27,7 @@ FIELDS = {
     "intended_use": "",
     "intended_min_age_years": "",
     "intended_max_age_years": "",
-    "intended_views": '[]',
+    "intended_views": "[]",
     "population": "paediatric",
     "features_key": "",
 }

@@ -30,9 +30,7 @@ def test_one_worker_process_serves_both_populations(celery_worker, demo_site, te
         files=[
             IncomingFile(
                 "adult.dcm",
-                make_dicom(
-                    adult_pixels, shape=adult_pixels.shape, patient_id="AD-1", patient_age="058Y", view="PA"
-                ),
+                make_dicom(adult_pixels, shape=adult_pixels.shape, patient_id="AD-1", patient_age="058Y", view="PA"),
             )
         ],
         site=demo_site,
