@@ -20,10 +20,11 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from cases.api.tokens import token_create
 from cases.audit import audit_record
-from cases.models import ApiToken, AuditEvent, Review, User
+from cases.models import ApiToken, AuditEvent, DicomPeer, OutboxItem, ResultDestination, ResultObject, Review, User
 from inference.models import ModelVersion
 from tests.api.conftest import SiteWorld, site_world
 
@@ -175,6 +176,10 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     # The world's version is active: frozen by the registry, so not even a superuser deletes it.
     "inference_modelversion": AdminModel(lambda w, s: w.version, sited=False, refused=frozenset({"delete"})),
     "inference_prediction": AdminModel(lambda w, s: w.site(s).prediction, refused=NOT_ADDED),
+    "cases_dicompeer": AdminModel(lambda w, s: w.peer, sited=False),
+    "cases_resultdestination": AdminModel(lambda w, s: w.destination, sited=False),
+    # The outbox is a record of what left Pneumo: never added or deleted by hand, only resent.
+    "cases_outboxitem": AdminModel(lambda w, s: w.outbox_item, sited=False, refused=APPEND_ONLY),
 }
 ADMIN_PAGES = ("changelist", "add", "change", "history", "delete", "redirect", "password")
 
@@ -209,6 +214,9 @@ class World:
     access_log: AccessLog
     failure_log: AccessFailureLog
     token: ApiToken
+    peer: DicomPeer
+    destination: ResultDestination
+    outbox_item: OutboxItem
 
     def site(self, code: str) -> SiteWorld:
         return self.demo if code == "DEMO" else self.north
@@ -240,6 +248,7 @@ def world(demo_site, north_site, rad, colleague_rad, north_rad, make_patient, ma
     north = site_world(north_site, reader=north_rad, colleague=north_rad, version=version, **builders)
     for place in (demo, north):
         audit_record(action="view_study", obj=place.awaiting)
+    destination = ResultDestination.objects.create(ae_title="PACS", host="127.0.0.1", port=104)
     axes = {"user_agent": "pytest", "ip_address": "10.0.0.1", "username": "rad", "http_accept": "*/*"}
     axes |= {"path_info": "/accounts/login/"}
     return World(
@@ -252,6 +261,18 @@ def world(demo_site, north_site, rad, colleague_rad, north_rad, make_patient, ma
         access_log=AccessLog.objects.create(**axes),
         failure_log=AccessFailureLog.objects.create(**axes),
         token=token_create(user=rad)[1],
+        peer=DicomPeer.objects.create(ae_title="XRAY2", site=demo_site),
+        destination=destination,
+        outbox_item=OutboxItem.objects.create(
+            destination=destination,
+            kind=ResultObject.AI_SR,
+            site=demo_site,
+            study=demo.awaiting,
+            sop_instance_uid="1.2.826.0.1.3680043.11.999",
+            file="outbox/test.dcm",
+            next_attempt_at=timezone.now(),
+            retry_from=timezone.now(),
+        ),
     )
 
 
