@@ -38,6 +38,7 @@ from inference.classifier import (
     PNEUMONIA_INDEX,
     ClassifierOutput,
     Head,
+    HeadSpec,
     Preprocessing,
     preprocess,
     raw_gradcam,
@@ -145,3 +146,54 @@ class FeatureMapModel:
             )
             for i in range(n)
         ]
+
+
+class SharedBaseClassifier:
+    """``inference.runtime``'s classifier on a features-only base: the version's own head and, on the same
+    forward pass, the heads of the other versions that share the base (``predict_heads``).
+
+    What workers serve when a version's int8 base passed its gates (``inference.registry.int8_verdict``).
+    """
+
+    def __init__(self, model: FeatureMapModel, own: HeadSpec, preprocessing: Preprocessing = BICUBIC_224) -> None:
+        self.model = model
+        self.own = own
+        self.preprocessing = preprocessing
+
+    def load(self) -> SharedBaseClassifier:
+        self.model.load(self.preprocessing.size)
+        return self
+
+    def predict(self, image: np.ndarray | Image.Image, *, heatmap: bool = True) -> ClassifierOutput:
+        return self.predict_heads(image, heads=[], heatmap=heatmap)[0]
+
+    def predict_heads(
+        self, image: np.ndarray | Image.Image, *, heads: Sequence[HeadSpec], heatmap: bool = True
+    ) -> list[ClassifierOutput]:
+        t0 = time.perf_counter()
+        batch = preprocess(image, self.preprocessing)
+        t1 = time.perf_counter()
+        feature_map = self.model.run(batch)[0]
+        t2 = time.perf_counter()
+        pooled = pooled_features(feature_map[np.newaxis])
+        input_sha256 = hashlib.sha256(batch[0].tobytes()).hexdigest()
+        results = []
+        for spec in (self.own, *heads):
+            t3 = time.perf_counter()
+            logits = head_logits(pooled, spec.head)
+            t4 = time.perf_counter()
+            grid = scale_heatmap(raw_gradcam(feature_map, spec.head), spec.heatmap_scale) if heatmap else None
+            results.append(
+                ClassifierOutput(
+                    probability=float(softmax(logits)[0, PNEUMONIA_INDEX]),
+                    logits=(float(logits[0, 0]), float(logits[0, 1])),
+                    heatmap=grid,
+                    input_sha256=input_sha256,
+                    preprocess_ms=(t1 - t0) * 1000,
+                    inference_ms=(t2 - t1 + t4 - t3) * 1000,
+                    heatmap_ms=(time.perf_counter() - t4) * 1000,
+                    preprocessing_version=self.preprocessing.name,
+                    pooled_features=pooled[0],
+                )
+            )
+        return results

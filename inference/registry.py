@@ -564,6 +564,11 @@ INT8_DIR = "xception224-int8"
 INT8_MANIFEST = "int8-manifest.json"
 
 
+def int8_path() -> Path:
+    record = json.loads((shipped_models_dir() / INT8_DIR / INT8_MANIFEST).read_text())
+    return shipped_models_dir() / INT8_DIR / record["file"]
+
+
 def int8_verdict(version: ModelVersion) -> str:
     """Whether ``version`` may serve the shipped int8 base, and why: "" when it may.
 

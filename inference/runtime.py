@@ -15,10 +15,17 @@ from typing import Protocol
 import numpy as np
 from django.conf import settings
 
-from inference.classifier import ClassifierOutput, Head, HeadSpec, LiteRTClassifier
+from inference.classifier import ClassifierOutput, Head, HeadSpec, LiteRTClassifier, preprocessing_get
 from inference.model_package import sha256_file
 from inference.models import ModelVersion
-from inference.registry import ModelFileMismatch, ScopeChecks, resolve_path, scope_checks_load
+from inference.registry import (
+    ModelFileMismatch,
+    ScopeChecks,
+    int8_path,
+    int8_verdict,
+    resolve_path,
+    scope_checks_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,13 @@ def _verify(path: Path, expected: str, what: str) -> Path:
 def classifier_load(version: ModelVersion) -> Classifier:
     tflite = _verify(resolve_path(version.converted_path), version.converted_sha256, "converted model")
     head = _verify(resolve_path(version.head_path), version.head_sha256, "model head")
+    if version.features_key and not int8_verdict(version):
+        # The int8 base passed this version's gates: its features, this version's float head in NumPy.
+        from inference.features_model import FeatureMapModel, SharedBaseClassifier
+
+        model = FeatureMapModel(int8_path(), num_threads=settings.PNEUMO_INFERENCE_THREADS)
+        spec = HeadSpec(Head.load(head), version.heatmap_scale)
+        return SharedBaseClassifier(model, spec, preprocessing_get(version.preprocessing_version)).load()
     return LiteRTClassifier(
         tflite,
         head,
