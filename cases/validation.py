@@ -16,11 +16,12 @@ Two queries whatever the number of studies; the figures come from ``cases.valida
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from django.db.models import CharField, QuerySet, Value
+from django.db.models import CharField, Exists, OuterRef, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -48,18 +49,27 @@ SPLITS = ("device", "age_band", "view", "domain", "mode")
 
 
 @dataclass(frozen=True)
+class Groups:
+    """Each study's group in one split, as an index into ``names``."""
+
+    index: np.ndarray
+    names: list[str]
+
+
+@dataclass(frozen=True)
 class StudyCases:
     """One entry per counted study: its finding (1, 0, or -1 for indeterminate), score, verdict and groups."""
 
     labels: np.ndarray
     scores: np.ndarray
     flagged: np.ndarray
-    groups: dict[str, np.ndarray]  # split name -> each study's group (object array of str)
+    groups: dict[str, Groups]  # split name -> each study's group
 
     @classmethod
     def empty(cls) -> StudyCases:
-        nothing = np.array([], dtype=object)
-        return cls(np.array([], dtype=np.int8), np.array([]), np.array([], dtype=bool), dict.fromkeys(SPLITS, nothing))
+        nothing = Groups(np.array([], dtype=np.int64), [])
+        groups = {name: Groups(nothing.index, list(AGE_BANDS)) if name == "age_band" else nothing for name in SPLITS}
+        return cls(np.array([], dtype=np.int8), np.array([]), np.array([], dtype=bool), groups)
 
 
 def validation_site(*, user: User, code: str) -> Site:
@@ -89,12 +99,7 @@ def validation_report(
     cases = _study_cases(site, model_version, since, until)
     everything = np.ones(len(cases.labels), dtype=bool)
     figures = _figures(cases, everything, model_version, target_sensitivity)
-    splits = {
-        f"by_{name}": _split(
-            cases, name, model_version, target_sensitivity, order=AGE_BANDS if name == "age_band" else ()
-        )
-        for name in SPLITS
-    }
+    splits = {f"by_{name}": _split(cases, name, model_version, target_sensitivity) for name in SPLITS}
     return {
         "site": site.code,
         "model": model_version.name,
@@ -110,7 +115,9 @@ def validation_report(
 
 def _latest_reviews(site: Site, since: date | None, until: date | None) -> QuerySet[Review]:
     """Each study's current signed version (not superseded by an amendment), signed in the period."""
-    reviews = Review.objects.filter(study__site=site, superseded_by__isnull=True)
+    # NOT EXISTS rather than a LEFT JOIN on the reverse relation: PostgreSQL estimates the anti-join well.
+    amended = Review.objects.filter(supersedes=OuterRef("pk"))
+    reviews = Review.objects.filter(~Exists(amended), study__site=site)
     if since is not None:
         reviews = reviews.filter(signed_at__gte=day_start(since))
     if until is not None:
@@ -119,6 +126,7 @@ def _latest_reviews(site: Site, since: date | None, until: date | None) -> Query
 
 
 _PREDICTION_COLUMNS = (
+    "pk",
     "image_id",
     "image__study_id",
     "probability",
@@ -129,6 +137,7 @@ _PREDICTION_COLUMNS = (
     "image__patient_age_years",
     "image__view_position",
 )
+PK, IMAGE, STUDY, PROBABILITY, THRESHOLD, DOMAIN, MANUFACTURER, MODEL_NAME, AGE, VIEW = range(len(_PREDICTION_COLUMNS))
 
 
 def _study_cases(site: Site, version: ModelVersion, since: date | None, until: date | None) -> StudyCases:
@@ -139,58 +148,102 @@ def _study_cases(site: Site, version: ModelVersion, since: date | None, until: d
     }
     if not readings:
         return StudyCases.empty()
-    rows = (
-        Prediction.objects.filter(
-            model_version=version,
-            status=PredictionStatus.SUCCEEDED,
-            probability__isnull=False,
-            image__site=site,
-            # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters.
-            image__study__in=reviews.values("study_id"),
-        )
-        # Oldest first, so that each image keeps its newest result: predictions_current_first's rule.
-        .order_by("image_id", Coalesce("finished_at", "created_at"), "pk")
-        .values_list(*_PREDICTION_COLUMNS)
+    predictions = Prediction.objects.filter(
+        model_version=version, status=PredictionStatus.SUCCEEDED, probability__isnull=False, image__site=site
     )
-    current = list({row[0]: row for row in rows}.values())
+    if since is not None or until is not None:
+        # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters. Without a period
+        # the site's results are read whole and matched to the readings here, which is faster than a semi-join.
+        predictions = predictions.filter(image__study__in=reviews.values("study_id"))
+    rows = [row for row in predictions.values_list(*_PREDICTION_COLUMNS).order_by() if row[STUDY] in readings]
+    current = _current_per_image(rows)
     if not current:
         return StudyCases.empty()
     return _cases_from(current, readings, version.threshold)
 
 
+def _current_per_image(rows: list[tuple]) -> list[tuple]:
+    """Each image's newest succeeded result (``predictions_current_first``'s rule).
+
+    An image rarely has two results by one version (a re-run with another preprocessing): only then a third
+    query reads their times, so the large query needs no sort.
+    """
+    current: dict[int, tuple] = {}
+    repeated: list[tuple] = []
+    for row in rows:
+        kept = current.setdefault(row[IMAGE], row)
+        if kept is not row:
+            repeated.append(row)
+    if repeated:
+        images = {row[IMAGE] for row in repeated}
+        contenders = [row for row in rows if row[IMAGE] in images]
+        newest = dict(
+            Prediction.objects.filter(pk__in=[row[PK] for row in contenders])
+            .annotate(at=Coalesce("finished_at", "created_at"))
+            .values_list("pk", "at")
+        )
+        for row in sorted(contenders, key=lambda r: (newest[r[PK]], r[PK])):
+            current[row[IMAGE]] = row
+    return list(current.values())
+
+
 def _cases_from(current: list[tuple], readings: dict[int, tuple[int, str]], version_threshold: float) -> StudyCases:
     """Per study: the highest of its images' results is the score and gives the groups; flagged if any is."""
-    studies = np.fromiter((row[1] for row in current), dtype=np.int64, count=len(current))
-    probability = np.fromiter((row[2] for row in current), dtype=float, count=len(current))
-    threshold = np.fromiter(
-        (version_threshold if row[3] is None else row[3] for row in current), dtype=float, count=len(current)
-    )
+    columns = list(zip(*current, strict=True))
+    studies = np.array(columns[STUDY], dtype=np.int64)
+    probability = np.array(columns[PROBABILITY], dtype=float)
+    threshold = np.array(columns[THRESHOLD], dtype=float)  # None becomes NaN: the version's threshold then
+    threshold = np.where(np.isnan(threshold), version_threshold, threshold)
     order = np.lexsort((-probability, studies))  # by study, its highest result first
     ordered = studies[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     top = order[starts]
     flagged = np.logical_or.reduceat((probability >= threshold)[order], starts)
-    tops = [current[i] for i in top]
-    reading = [readings[row[1]] for row in tops]
+    reading = [readings[study] for study in studies[top].tolist()]
     groups = {
-        "device": [device_label(row[5], row[6]) for row in tops],
-        "age_band": [age_band(row[7]) for row in tops],
-        "view": [(row[8] or "").strip().upper() or UNKNOWN for row in tops],
-        "domain": [row[4] or NOT_CHECKED for row in tops],
-        "mode": [mode or LIVE for _, mode in reading],
+        "device": _labelled(
+            zip(_take(columns[MANUFACTURER], top), _take(columns[MODEL_NAME], top), strict=True), device_label
+        ),
+        "age_band": _age_bands(np.array(columns[AGE], dtype=float)[top]),
+        "view": _labelled(_take(columns[VIEW], top), view_label),
+        "domain": _labelled(_take(columns[DOMAIN], top), lambda domain: domain or NOT_CHECKED),
+        "mode": _labelled((mode for _, mode in reading), lambda mode: mode or LIVE),
     }
     return StudyCases(
-        labels=np.fromiter((label for label, _ in reading), dtype=np.int8, count=len(tops)),
+        labels=np.array([label for label, _ in reading], dtype=np.int8),
         scores=probability[top],
         flagged=flagged,
-        groups={name: _objects(values) for name, values in groups.items()},
+        groups=groups,
     )
 
 
-def _objects(values: list[str]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
+def _take(column: tuple, index: np.ndarray) -> list:
+    return [column[i] for i in index.tolist()]
+
+
+def _labelled(values: Iterable, label: Callable) -> Groups:
+    """Each value's group, labelled once per distinct value (a site has few devices, views, modes)."""
+    codes: dict = {}
+    index = [codes.setdefault(value, len(codes)) for value in values]
+    names = [label(*value) if isinstance(value, tuple) else label(value) for value in codes]
+    return _merged(np.array(index, dtype=np.int64), names)
+
+
+def _merged(index: np.ndarray, names: list[str]) -> Groups:
+    """Codes for the distinct labels (two values may share one, as blank and "unknown" do)."""
+    distinct = sorted(set(names))
+    recode = np.array([distinct.index(name) for name in names], dtype=np.int64)
+    return Groups(recode[index] if len(index) else index, distinct)
+
+
+def _age_bands(years: np.ndarray) -> Groups:
+    index = np.digitize(np.nan_to_num(years, nan=0.0), [1, 6, 18, 65])
+    index[np.isnan(years)] = len(AGE_BANDS) - 1
+    return Groups(index.astype(np.int64), list(AGE_BANDS))
+
+
+def view_label(view: str | None) -> str:
+    return (view or "").strip().upper() or UNKNOWN
 
 
 def device_label(manufacturer: str, model_name: str) -> str:
@@ -228,14 +281,10 @@ def _figures(cases: StudyCases, chosen: np.ndarray, version: ModelVersion, targe
     }
 
 
-def _split(
-    cases: StudyCases, name: str, version: ModelVersion, target_sensitivity: float, *, order: tuple[str, ...] = ()
-) -> list[dict]:
-    """The figures per group: fixed groups in ``order`` (all of them, empty or not), else those present."""
-    present, index = np.unique(cases.groups[name], return_inverse=True)
-    position = {group: i for i, group in enumerate(present)}
-    names = list(order) or [str(group) for group in present]
+def _split(cases: StudyCases, name: str, version: ModelVersion, target_sensitivity: float) -> list[dict]:
+    """The figures per group: every age band (empty or not), else the groups present."""
+    groups = cases.groups[name]
     return [
-        {"group": group, **_figures(cases, index == position.get(group, -1), version, target_sensitivity)}
-        for group in names
+        {"group": group, **_figures(cases, groups.index == i, version, target_sensitivity)}
+        for i, group in enumerate(groups.names)
     ]
