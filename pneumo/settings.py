@@ -326,6 +326,8 @@ except ValueError as _error:
     raise ImproperlyConfigured(str(_error)) from None
 PNEUMO_RESULT_RETRY_MAX_SECONDS = envint("PNEUMO_RESULT_RETRY_MAX_SECONDS", 300, minimum=10)
 PNEUMO_RESULT_RETRY_HOURS = envint("PNEUMO_RESULT_RETRY_HOURS", 72, minimum=1)
+# The operations console warns when a source that sent on each of the 3 days before sends nothing this long.
+PNEUMO_SOURCE_SILENCE_HOURS = envint("PNEUMO_SOURCE_SILENCE_HOURS", 24, minimum=1)
 
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
