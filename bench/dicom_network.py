@@ -22,9 +22,15 @@ Measures, on this machine:
 - for comparison, the same pictures under new UIDs through the upload path
   (bench/e2e.py's ``Site.upload``), sent back to back by one client as
   storescu sends them, from the end of each upload's response to its result;
+- the CPU seconds per instance of the receiving service (the listener, or the
+  web server, with their decoding children), during each burst;
 - with --paced K, K instances of each path one at a time (each result awaited
   before the next is sent; one association per instance), the per-instance
   cost without a queue.
+
+The outbox settles between the parts, so one path's sends never delay the
+other's results; --upload-first sends the upload burst first (on a shared
+machine the order and the load move the figures as much as the aim's margin).
 
 The aim is that receiving adds at most 20 % to the upload path's time to result.
 """
