@@ -11,7 +11,8 @@ that gives the score gives the study its device, age band, view and domain for t
 Live readings were made seeing the AI: their agreement with it is biased upwards. Only shadow mode's readings
 are unbiased, and the report splits by mode so the two can be told apart.
 
-Two queries whatever the number of studies; the figures come from ``cases.validation_stats``.
+Two queries whatever the number of studies (a third when an image has two results by the version); the
+figures come from ``cases.validation_stats``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from django.db.models import CharField, Exists, OuterRef, QuerySet, Value
+from django.db.models import CharField, Count, Exists, OuterRef, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -156,13 +157,13 @@ def _study_cases(site: Site, version: ModelVersion, since: date | None, until: d
         # the site's results are read whole and matched to the readings here, which is faster than a semi-join.
         predictions = predictions.filter(image__study__in=reviews.values("study_id"))
     rows = [row for row in predictions.values_list(*_PREDICTION_COLUMNS).order_by() if row[STUDY] in readings]
-    current = _current_per_image(rows)
+    current = _current_per_image(rows, predictions)
     if not current:
         return StudyCases.empty()
     return _cases_from(current, readings, version.threshold)
 
 
-def _current_per_image(rows: list[tuple]) -> list[tuple]:
+def _current_per_image(rows: list[tuple], predictions: QuerySet[Prediction]) -> list[tuple]:
     """Each image's newest succeeded result (``predictions_current_first``'s rule).
 
     An image rarely has two results by one version (a re-run with another preprocessing): only then a third
@@ -177,10 +178,13 @@ def _current_per_image(rows: list[tuple]) -> list[tuple]:
     if repeated:
         images = {row[IMAGE] for row in repeated}
         contenders = [row for row in rows if row[IMAGE] in images]
+        # The images with two results, as a subquery: a site-wide re-run must not become a list of ids.
+        twice = predictions.values("image").annotate(results=Count("pk")).filter(results__gt=1).values("image")
         newest = dict(
-            Prediction.objects.filter(pk__in=[row[PK] for row in contenders])
+            predictions.filter(image__in=twice)
             .annotate(at=Coalesce("finished_at", "created_at"))
             .values_list("pk", "at")
+            .order_by()
         )
         for row in sorted(contenders, key=lambda r: (newest[r[PK]], r[PK])):
             current[row[IMAGE]] = row

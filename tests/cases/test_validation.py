@@ -334,6 +334,14 @@ def test_it_reads_a_fixed_number_of_queries_whatever_the_size(
     assert (small["n"], large["n"]) == (3, 33)
 
 
+def test_it_reads_the_times_of_re_run_images_in_one_more_query(
+    demo_site, version, known_readings, django_assert_max_num_queries
+) -> None:
+    with django_assert_max_num_queries(3):
+        report = validation_report(site=demo_site, model_version=version)
+    assert report["n"] == 12
+
+
 # --- Devices: recorded at ingest, filled in by the migration --------------------------------------------
 
 
