@@ -328,6 +328,8 @@ PNEUMO_RESULT_RETRY_MAX_SECONDS = envint("PNEUMO_RESULT_RETRY_MAX_SECONDS", 300,
 PNEUMO_RESULT_RETRY_HOURS = envint("PNEUMO_RESULT_RETRY_HOURS", 72, minimum=1)
 # The operations console warns when a source that sent on each of the 3 days before sends nothing this long.
 PNEUMO_SOURCE_SILENCE_HOURS = envint("PNEUMO_SOURCE_SILENCE_HOURS", 24, minimum=1)
+# A day counts for the drift alarm on agreement only with this many signed studies (cases.drift).
+PNEUMO_DRIFT_MIN_DAILY = envint("PNEUMO_DRIFT_MIN_DAILY", 10, minimum=1)
 
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
