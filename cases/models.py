@@ -31,6 +31,12 @@ class Site(models.Model):
         help_text="Delete the image files of a reported study this many days after its latest signature "
         "(the study, its AI results, reports and audit trail stay). Empty: keep them forever.",
     )
+    # Paused, the AI's predictions are made but not queued (cases.operations); reading goes on.
+    ai_paused = models.BooleanField(default=False, help_text="AI paused by an admin: nothing is queued until resumed")
+    ai_paused_at = models.DateTimeField(null=True, blank=True)
+    ai_paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -111,6 +111,8 @@ class PredictionStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    # An admin stopped it (operations console): done, never claimed again, its study read without AI.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class Prediction(models.Model):

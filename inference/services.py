@@ -134,7 +134,8 @@ def predictions_request(
         audit_record(action="predictions_rerun", user=user, obj=study, site=study.site, model=version.name)
     to_queue = [p.pk for p in predictions if p.status == P.PENDING] + reset
     study_ai_refresh(study_id=study.pk)
-    if to_queue:
+    # A paused site keeps them pending, unqueued: resuming queues them oldest first (cases.operations).
+    if to_queue and not study.site.ai_paused:
         transaction.on_commit(lambda: predictions_enqueue(prediction_ids=sorted(set(to_queue))))
     return list(Prediction.objects.filter(pk__in=[p.pk for p in predictions]))
 
@@ -350,7 +351,8 @@ def predictions_sweep(*, pending_after_seconds: int = 300) -> int:
     expired = Q(status=P.RUNNING, lease_until__lt=now)
     unsent = Q(status=P.PENDING, queued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
     stale = Q(status=P.PENDING, queued_at__lt=now - timedelta(seconds=pending_after_seconds))
-    ids = list(Prediction.objects.filter(expired | unsent | stale).values_list("pk", flat=True)[:5000])
+    stranded = Prediction.objects.filter(expired | unsent | stale).exclude(image__site__ai_paused=True)
+    ids = list(stranded.values_list("pk", flat=True)[:5000])
     for prediction_id in ids:
         _fail_if_exhausted(prediction_id, now)
     live = list(Prediction.objects.filter(pk__in=ids).exclude(status=P.FAILED).values_list("pk", flat=True))
@@ -374,7 +376,8 @@ def predictions_reclaim(*, hostname: str, started_before: datetime) -> int:
         _fail_if_exhausted(prediction_id, now)
     for study_id in set(Image.objects.filter(predictions__pk__in=ids).values_list("study_id", flat=True)):
         study_ai_refresh(study_id=study_id)
-    live = list(Prediction.objects.filter(pk__in=ids, status=P.PENDING).values_list("pk", flat=True))
+    pending = Prediction.objects.filter(pk__in=ids, status=P.PENDING).exclude(image__site__ai_paused=True)
+    live = list(pending.values_list("pk", flat=True))
     if live:
         logger.info("worker %s takes back %d predictions its previous process left running", hostname, len(live))
     return predictions_enqueue(prediction_ids=live) if live else 0
@@ -410,7 +413,13 @@ def _threshold_of(prediction: Prediction) -> float:
     return prediction.threshold if prediction.threshold is not None else prediction.model_version.threshold
 
 
+AI_CANCELLED_REASON = "No AI result: AI cancelled by an admin."
+AI_PAUSED_REASON = "No AI result yet: AI paused at this site."
+
+
 def _no_ai_reason(study: Study, statuses: set[str]) -> str:
+    if P.CANCELLED in statuses:
+        return AI_CANCELLED_REASON
     if P.FAILED in statuses:
         return "No AI result: the AI failed on this study's images."
     reasons = {img.ai_eligibility_reason for img in study.images.all() if img.ai_eligibility_reason}
@@ -436,14 +445,17 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         study.ai_domain = summary["domain"]
         fields = ["ai_probability", "ai_flagged", "ai_muted_probability", "ai_domain", "updated_at"]
         done = not statuses & {P.PENDING, P.RUNNING}
-        reason = ""
+        # Reading is never paused: at a paused site, waiting predictions do not hold a study from its readers.
+        held = study.site.ai_paused and P.PENDING in statuses and P.RUNNING not in statuses
+        reason = AI_PAUSED_REASON if held else ""
         if done:
             reason = "" if P.SUCCEEDED in statuses else (no_ai_reason or _no_ai_reason(study, statuses))
             if study.ai_completed_at is None and statuses:
                 study.ai_completed_at = timezone.now()
                 fields.append("ai_completed_at")
         study.save(update_fields=fields)
-        target = status_after_ai(study.status, running=P.RUNNING in statuses, pending=P.PENDING in statuses)
+        pending = P.PENDING in statuses and not held
+        target = status_after_ai(study.status, running=P.RUNNING in statuses, pending=pending)
         if target != study.status:
             study_transition(study=study, target=target, reason=reason)
         elif study.status == StudyStatus.AWAITING_REVIEW and reason != study.status_reason:
