@@ -98,6 +98,7 @@ def html_routes() -> list[Route]:
 
 ANY_SIGNED_IN = {"anon": 302, "tech": 200, "rad": 200, "admin": 200}
 READERS = {"anon": 302, "tech": 403, "rad": 200, "admin": 200}
+ADMINS_ONLY = {"anon": 302, "tech": 403, "rad": 403, "admin": 200}
 # What each role gets on DEMO's object (or on the route, when it has none). Pages answer HTML (or redirect)
 # whatever a client accepts: a refused action is the page again with the refusal's status code.
 PAGES: dict[tuple[str, str], dict[str, int]] = {
@@ -125,6 +126,13 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("audit_export_csv", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
     # Without a site and model the page offers the choice.
     ("validation", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
+    ("operations", "get"): ADMINS_ONLY,
+    # Posted without a prediction or a site: refused as a bad request, after the role check.
+    ("operations_prediction_retry", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
+    ("operations_prediction_cancel", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
+    ("operations_site_pause", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
+    ("operations_site_resume", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
+    ("operations_study_timeline", "get"): ADMINS_ONLY,
     # The study awaiting review: opening it changes nothing; its page then claims it with a POST (radiologists).
     ("study_detail", "get"): ANY_SIGNED_IN,
     ("study_claim", "post"): {"anon": 302, "tech": 403, "rad": 200, "admin": 403},
