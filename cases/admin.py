@@ -63,6 +63,8 @@ class SiteAdmin(AuditedAdmin):
     list_display = ("code", "name", "ai_outside_validated_use", "retention_days", "created_at")
     search_fields = ("code", "name")
     list_filter = ("ai_outside_validated_use",)
+    # Paused and resumed only from the operations console, which queues what waited (cases.operations).
+    readonly_fields = ("ai_paused", "ai_paused_at", "ai_paused_by")
 
 
 class ApiTokenInline(admin.TabularInline):

@@ -256,3 +256,25 @@ def test_a_daily_source_that_goes_silent_raises_the_alarm(demo_site, make_study,
     # A 48-hour window: XRAY1 sent within it (36 hours ago), so it is not silent.
     settings.PNEUMO_SOURCE_SILENCE_HOURS = 48
     assert not {s.name: s for s in sources_last_received(now=now)}["XRAY1"].silent
+
+
+def test_the_reading_page_says_why_an_image_has_no_result(demo_site, make_requested, admin_user, rad) -> None:
+    paused = make_requested()
+    cancelled = make_requested()
+    prediction_cancel(prediction_id=_prediction(cancelled).pk, user=admin_user)
+    site_ai_pause(site=demo_site, user=admin_user)
+    client = Client()
+    client.force_login(rad)
+
+    assert b"cancelled by an admin" in client.get(reverse("study_detail", args=[cancelled.pk])).content
+    assert b"AI paused at this site" in client.get(reverse("study_detail", args=[paused.pk])).content
+
+
+def test_the_console_shows_a_silent_source(demo_site, make_study, make_image, admin_user) -> None:
+    now = timezone.now()
+    for days_ago in (1.5, 2.5, 3.5):
+        _sent(demo_site, make_study, make_image, at=now - timedelta(days=days_ago), ae="XRAY1")
+
+    page = _admin_client(admin_user).get(reverse("operations"))
+
+    assert b"XRAY1" in page.content and b"Silent" in page.content
