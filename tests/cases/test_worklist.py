@@ -267,7 +267,8 @@ def test_it_serves_a_page_in_a_fixed_number_of_queries(
     client.post("/worklist/", {"per_page": str(per_page)})
     # session, user, groups, sites (filter form), site ids, count, page, active model, lane site ids, lane counts,
     # change token (site ids, aggregate), audit insert: the same at any page size.
-    with django_assert_num_queries(13):
+    # +1: whether this reader enrolled a second factor (cases/otp/middleware.py asks on every request).
+    with django_assert_num_queries(14):
         response = client.get("/worklist/")
     assert response.status_code == 200
     assert len(response.context["rows"]) == per_page
@@ -352,5 +353,6 @@ def test_it_answers_the_version_check_with_a_handful_of_queries(
 ) -> None:
     client.force_login(rad)
     client.get("/worklist/version/", HTTP_X_PNEUMO_BACKGROUND="1")
-    with django_assert_max_num_queries(5):  # session, user, groups, sites, the aggregate
+    # session, user, groups, sites, the aggregate, and whether the reader enrolled a second factor
+    with django_assert_max_num_queries(6):
         client.get("/worklist/version/", HTTP_X_PNEUMO_BACKGROUND="1")
