@@ -18,6 +18,7 @@ from cases.models import (
     ApiToken,
     AuditEvent,
     DicomPeer,
+    DriftAlarm,
     Image,
     OutboxItem,
     Patient,
@@ -414,3 +415,35 @@ class OutboxItemAdmin(admin.ModelAdmin):
 
         count = outbox_resend(items=queryset, user=request.user, request=request)
         self.message_user(request, f"{count} object(s) queued to be sent again.")
+
+
+@admin.register(DriftAlarm)
+class DriftAlarmAdmin(admin.ModelAdmin):
+    """Drift alarms (cases.drift): opened by the daily check, acknowledged here (audited), never added by hand."""
+
+    list_display = ("pk", "kind", "site", "model_version", "day", "opened_at", "acknowledged_by", "acknowledged_at")
+    list_filter = ("kind", ("acknowledged_at", admin.EmptyFieldListFilter), "site", "model_version")
+    list_select_related = ("site", "model_version", "acknowledged_by")
+    readonly_fields = [f.name for f in DriftAlarm._meta.concrete_fields]
+    actions = ["acknowledge"]
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # an alarm is a record of what Pneumo saw
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DriftAlarm | None = None) -> bool:
+        return False
+
+    @admin.action(description="Acknowledge the selected alarms")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[DriftAlarm]) -> None:
+        from cases.drift import drift_alarm_acknowledge
+
+        done = sum(
+            drift_alarm_acknowledge(alarm_id=pk, user=request.user, request=request)
+            for pk in queryset.values_list("pk", flat=True)
+        )
+        self.message_user(request, f"Acknowledged {done} alarm(s).")

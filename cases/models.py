@@ -457,3 +457,40 @@ class OutboxItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of study {self.study_id} to {self.destination_id} ({self.state})"
+
+
+# --- Drift: alarms when the AI's figures at a site move away from its reference (cases.drift) -----------
+
+
+class DriftKind(models.TextChoices):
+    AGREEMENT = "agreement", "Agreement with radiologists"
+    OUTSIDE_DOMAIN = "outside_domain", "Images outside the domain"
+
+
+class DriftAlarm(models.Model):
+    """One episode of drift for a site and model version; open until an admin acknowledges it."""
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="drift_alarms")
+    model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="drift_alarms")
+    kind = models.CharField(max_length=16, choices=DriftKind.choices)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    day = models.DateField(help_text="The day whose figures raised the alarm")
+    figures = models.JSONField(default=dict, help_text="The figures behind the alarm, ids and counts only")
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        constraints = [
+            # One alarm per episode: two checks at once cannot both open one.
+            models.UniqueConstraint(
+                fields=["site", "model_version", "kind"],
+                condition=models.Q(acknowledged_at__isnull=True),
+                name="one_open_drift_alarm",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} drift at {self.site_id} on {self.day}"

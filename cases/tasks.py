@@ -34,3 +34,11 @@ def retention_apply_task() -> int:
     from cases.retention import retention_apply
 
     return retention_apply()
+
+
+@acks_late_task(name="cases.tasks.drift_check", ignore_result=True)
+def drift_check_task() -> int:
+    # Idempotent: an alarm already open (or its episode already alarmed) is not opened again.
+    from cases.drift import drift_check
+
+    return len(drift_check())

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cases import pictures, reviews, selectors
 from cases.audit import audit_record
 from cases.downloads import purged_response
+from cases.drift import drift_alarms_open_for_user
 from cases.edges import drawn, heatmap_viewed, image_viewed, no_store, png_response, review_error_status
 from cases.imaging.age import age_statement
 from cases.models import Finding, Image, OverruleReason, Priority, Review, Site, Study, User
@@ -496,4 +497,5 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("The dashboard is for radiologists and admins.")
     days = 14 if request.GET.get("days") == "14" else 30
     stats = dashboard_stats(user=request.user, days=days)
-    return render(request, "reading/dashboard.html", _dashboard_context(stats) | {"days": days})
+    alarms = list(drift_alarms_open_for_user(user=request.user)) if selectors.user_is_admin(user=request.user) else []
+    return render(request, "reading/dashboard.html", _dashboard_context(stats) | {"days": days, "drift_alarms": alarms})

@@ -43,6 +43,17 @@ def _latency() -> GaugeMetricFamily:
     return family
 
 
+def _drift_alarms() -> GaugeMetricFamily:
+    from cases.drift import drift_alarms_open_counts
+
+    family = GaugeMetricFamily(
+        "pneumo_drift_alarms_open", "Drift alarms not yet acknowledged", labels=["site", "model", "kind"]
+    )
+    for site, model, kind, n in drift_alarms_open_counts():
+        family.add_metric([site, model, kind], n)
+    return family
+
+
 class PneumoCollector:
     def collect(self):
         yield _by_status(Prediction, "pneumo_predictions", "Predictions by status")
@@ -61,6 +72,7 @@ class PneumoCollector:
         workers = GaugeMetricFamily("pneumo_workers_alive", "Workers with a live heartbeat")
         workers.add_metric([], len(workers_alive()))
         yield workers
+        yield _drift_alarms()
 
 
 def metrics_text() -> bytes:

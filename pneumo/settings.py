@@ -196,6 +196,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-result-outbox": {"task": "cases.tasks.outbox_sweep", "schedule": 30.0},
     # Each site's retention policy (cases.retention), once a day.
     "apply-retention": {"task": "cases.tasks.retention_apply", "schedule": 24 * 3600.0},
+    # Yesterday's drift figures per site and model (cases.drift), once a day.
+    "check-drift": {"task": "cases.tasks.drift_check", "schedule": 24 * 3600.0},
 }
 PNEUMO_WORKER_NICE = envint("PNEUMO_WORKER_NICE", 10)
 PNEUMO_TASK_MAX_ATTEMPTS = envint("PNEUMO_TASK_MAX_ATTEMPTS", 3)

@@ -24,7 +24,18 @@ from django.utils import timezone
 
 from cases.api.tokens import token_create
 from cases.audit import audit_record
-from cases.models import ApiToken, AuditEvent, DicomPeer, OutboxItem, ResultDestination, ResultObject, Review, User
+from cases.models import (
+    ApiToken,
+    AuditEvent,
+    DicomPeer,
+    DriftAlarm,
+    DriftKind,
+    OutboxItem,
+    ResultDestination,
+    ResultObject,
+    Review,
+    User,
+)
 from inference.models import ModelVersion
 from tests.api.conftest import SiteWorld, site_world
 
@@ -188,6 +199,8 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "cases_resultdestination": AdminModel(lambda w, s: w.destination, sited=False),
     # The outbox is a record of what left Pneumo: never added or deleted by hand, only resent.
     "cases_outboxitem": AdminModel(lambda w, s: w.outbox_item, sited=False, refused=APPEND_ONLY),
+    # A drift alarm is opened by the daily check and acknowledged by an action, never added or deleted by hand.
+    "cases_driftalarm": AdminModel(lambda w, s: w.drift_alarm, sited=False, refused=APPEND_ONLY),
 }
 ADMIN_PAGES = ("changelist", "add", "change", "history", "delete", "redirect", "password")
 
@@ -225,6 +238,7 @@ class World:
     peer: DicomPeer
     destination: ResultDestination
     outbox_item: OutboxItem
+    drift_alarm: DriftAlarm
 
     def site(self, code: str) -> SiteWorld:
         return self.demo if code == "DEMO" else self.north
@@ -280,6 +294,9 @@ def world(demo_site, north_site, rad, colleague_rad, north_rad, make_patient, ma
             file="outbox/test.dcm",
             next_attempt_at=timezone.now(),
             retry_from=timezone.now(),
+        ),
+        drift_alarm=DriftAlarm.objects.create(
+            site=demo_site, model_version=version, kind=DriftKind.AGREEMENT, day=timezone.localdate(), figures={}
         ),
     )
 
