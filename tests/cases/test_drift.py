@@ -310,3 +310,17 @@ def test_it_runs_from_the_command(demo_site, rad, drifting_model, capsys) -> Non
     call_command("drift_check", "--day", LAST.isoformat())
     assert "opened: agreement alarm" in capsys.readouterr().out
     assert DriftAlarm.objects.count() == 1
+
+
+def test_it_is_scheduled_daily_as_a_registered_task(settings, demo_site, rad, drifting_model) -> None:
+    from cases.tasks import drift_check_task
+    from pneumo.celery import app
+
+    entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == drift_check_task.name)
+    assert entry["schedule"] == 24 * 3600.0
+    assert drift_check_task.name in app.tasks
+    # It checks yesterday, the last whole day
+    for i in range(1, 8):
+        _readings(demo_site, drifting_model, rad, timezone.localdate() - timedelta(days=i), agree=5, disagree=5)
+    assert drift_check_task() == 1
+    assert DriftAlarm.objects.get().day == timezone.localdate() - timedelta(days=1)
