@@ -136,18 +136,26 @@ def test_it_stores_what_the_ai_cannot_read_as_not_eligible(ready, kwargs, reason
     assert not Prediction.objects.exists()
 
 
-def test_it_runs_but_flags_an_adult_image(ready) -> None:
+def test_it_routes_an_adult_to_the_adult_model_inside_its_validated_use(ready) -> None:
     site, tech = ready
     _ingest(site, tech, ("adult.dcm", make_dicom(patient_age="045Y")))
     prediction = Prediction.objects.get()
-    assert prediction.outside_validated_use and "age" in prediction.outside_validated_use_reason.lower()
+    assert prediction.model_version.population == "adult" and not prediction.outside_validated_use
+
+
+def test_it_runs_but_flags_an_age_outside_the_routed_models_validated_ages(ready) -> None:
+    site, tech = ready
+    _ingest(site, tech, ("old.dcm", make_dicom(patient_age="090Y")))
+    prediction = Prediction.objects.get()
+    assert prediction.outside_validated_use
+    assert "outside the validated ages of 18 to 85 years" in prediction.outside_validated_use_reason
 
 
 def test_it_skips_outside_validated_use_when_the_site_turned_that_off(ready) -> None:
     site, tech = ready
     site.ai_outside_validated_use = False
     site.save()
-    _ingest(site, tech, ("adult.dcm", make_dicom(patient_age="045Y")))
+    _ingest(site, tech, ("old.dcm", make_dicom(patient_age="090Y")))
     assert not Prediction.objects.exists()
     assert Study.objects.get().status_reason.startswith("No AI result")
 
@@ -409,7 +417,7 @@ def test_it_keeps_the_active_models_input_grid_and_none_for_an_unknown_preproces
     from inference.models import ModelVersion
 
     site, tech = ready
-    active = ModelVersion.objects.get(is_active=True)
+    active = ModelVersion.objects.filter(is_active=True).first()  # both shipped versions share one preprocessing
     size = preprocessing_get(active.preprocessing_version).size
     _ingest(site, tech, ("a.dcm", make_dicom(1, shape=(733, 611))))
     image = Image.objects.get()
@@ -417,7 +425,7 @@ def test_it_keeps_the_active_models_input_grid_and_none_for_an_unknown_preproces
     with PILImage.open(io.BytesIO(bytes(image.model_input))) as grid:
         assert grid.size == (size, size) and grid.mode == "L"
     # A version whose preprocessing this code does not know: the upload is stored all the same.
-    ModelVersion.objects.filter(pk=active.pk).update(preprocessing_version="unknown-v9")
+    ModelVersion.objects.filter(is_active=True).update(preprocessing_version="unknown-v9")
     report = _ingest(site, tech, ("b.dcm", make_dicom(2)))
     assert [f.status for f in report.files] == ["stored"]
     assert Image.objects.get(pk=report.files[0].image_id).model_input_version == ""
