@@ -872,16 +872,31 @@ def scope_checks_write(fitted: FittedScope, out: Path, *, about: dict) -> dict:
     return record
 
 
-def served_classifier_for_record(*, prepared_dir: Path, record: dict, num_threads: int = 1) -> LiteRTClassifier:
-    """The prepared conversion whose model file has the ``served_model_sha256`` a ``domain.json`` names."""
+def served_classifier_for_record(
+    *, prepared_dir: Path, record: dict, num_threads: int = 1, model_sha256: str | None = None
+) -> LiteRTClassifier:
+    """The prepared conversion whose model file has the ``served_model_sha256`` a ``domain.json`` names.
+
+    With ``model_sha256`` (the registered model file's), that model's own conversion when no file has
+    the recorded sha256: TensorFlow's converter can write other bytes on another CPU (its constant
+    folding runs there), with features equal to about 1e-6, which is what workers serve then too.
+    """
     for prepared in sorted(prepared_dir.glob("*/prepared.json")):
         data = json.loads(prepared.read_text())
         if data.get("tflite_sha256") == record["served_model_sha256"]:
-            model_sha256, _, preprocessing = prepared.parent.name.partition("-")
+            found_sha256, _, preprocessing = prepared.parent.name.partition("-")
             return served_classifier(
                 prepared_dir=prepared_dir,
-                model_sha256=model_sha256,
+                model_sha256=found_sha256,
                 preprocessing_version=preprocessing,
                 num_threads=num_threads,
             )
+    own = prepared_dir / f"{model_sha256}-{record['preprocessing_version']}" / "prepared.json"
+    if model_sha256 and own.is_file():
+        return served_classifier(
+            prepared_dir=prepared_dir,
+            model_sha256=model_sha256,
+            preprocessing_version=record["preprocessing_version"],
+            num_threads=num_threads,
+        )
     raise FileNotFoundError(f"no prepared model in {prepared_dir} has sha256 {record['served_model_sha256']}")

@@ -229,7 +229,12 @@ def scope(request: pytest.FixtureRequest, active_model, settings) -> tuple[Featu
     name = request.param
     record = json.loads((MODELS / name / "domain.json").read_text())
     if name not in _extractors:
-        classifier = served_classifier_for_record(prepared_dir=Path(settings.PNEUMO_MODEL_DIR), record=record)
+        from inference.models import ModelVersion
+
+        registered = ModelVersion.objects.get(name=name).sha256  # prepare_models registered it (active_model)
+        classifier = served_classifier_for_record(
+            prepared_dir=Path(settings.PNEUMO_MODEL_DIR), record=record, model_sha256=registered
+        )
         _extractors[name] = FeatureExtractor(
             classifier,
             cache_dir=None,

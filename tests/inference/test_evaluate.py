@@ -53,10 +53,19 @@ def test_it_evaluates_a_folder_with_the_real_model(active_model, tmp_path, capsy
         "npv",
         "confusion_matrix",
         "threshold_at_95_sensitivity",
+        "routed",
+        "domains",
     }
-    assert figures["n"] == 18 and figures["model"] == active_model.name
-    assert figures["threshold"] == pytest.approx(active_model.threshold)
+    # Routed as the site routes: each image by its version, judged at that version's threshold (none overall).
+    assert figures["n"] == 18 and figures["model"] == "routed" and figures["threshold"] is None
+    assert sum(figures["routed"].values()) == 18 == sum(figures["domains"].values())
+    assert figures["routed"].get(active_model.name, 0) >= 16  # the paediatric samples go to the paediatric version
     assert 0.5 < figures["auc"] <= 1.0
     assert sum(map(sum, figures["confusion_matrix"])) == 18
+    one = tmp_path / "one.json"
+    call_command("evaluate_model", str(tmp_path), "--model", active_model.name, "--json", str(one))
+    single = json.loads(one.read_text())
+    assert single["model"] == active_model.name and single["routed"] == {active_model.name: 18}
+    assert single["threshold"] == pytest.approx(active_model.threshold)
     assert (tmp_path / "eval.roc.png").stat().st_size > 1000
     assert "1 undecodable skipped" in capsys.readouterr().out

@@ -179,7 +179,7 @@ def test_it_leaves_an_admins_choice_of_the_packaged_model_alone(active_model, ad
     packaged = ModelVersion.objects.get(name=PACKAGED_MODEL_NAME)
     model_version_activate(version=packaged, user=admin_user)
     models_prepare_all()
-    assert ModelVersion.objects.get(is_active=True).pk == packaged.pk
+    assert ModelVersion.objects.get(is_active=True, population=packaged.population).pk == packaged.pk
 
 
 @pytest.mark.slow
