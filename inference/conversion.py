@@ -42,7 +42,7 @@ HIDDEN_LAYER = "dense"
 LOGITS_LAYER = "dense_1"
 TFLITE_NAME = "model.tflite"
 HEAD_NAME = "head.npz"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
 
 
 @dataclass(frozen=True)
@@ -177,12 +177,9 @@ def keras_probabilities(model: keras.Model, batch: np.ndarray) -> np.ndarray:
 
 
 def load_images(paths: Sequence[str | os.PathLike[str]]) -> list[Image.Image]:
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            image.load()
-            images.append(image)
-    return images
+    from inference.model_input import training_image_open  # DICOM files too (a site's de-identified export)
+
+    return [training_image_open(path) for path in paths]
 
 
 def parity_check(

@@ -11,8 +11,10 @@ stored bytes and the limits from the settings.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -80,3 +82,21 @@ def model_image_load(
         with Image.open(io.BytesIO(grid.png)) as picture:
             return np.asarray(picture)
     return original_model_image(read_original(), filename=filename, limits=limits)
+
+
+# What training and conversion read: the data sets' JPEG and PNG files, and a de-identified export's DICOM files.
+TRAINING_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
+
+
+def training_image_open(path: str | os.PathLike[str], *, limits: DecodeLimits | None = None) -> Image.Image:
+    """A training or evaluation file as a loaded Pillow image: JPEG and PNG as Pillow reads them, DICOM as the
+    worker reads it (its 8-bit model image), so that a site's own export trains as it would be served."""
+    data = Path(path).read_bytes()
+    from cases.imaging.sniff import is_dicom_part10
+
+    if not is_dicom_part10(data[:132]) and Path(path).suffix.lower() != ".dcm":
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image
+    limits = limits or DecodeLimits(max_bytes=len(data) + 1, max_pixels=60_000_000)
+    return Image.fromarray(original_model_image(data, filename=Path(path).name, limits=limits))

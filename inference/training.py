@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
 from inference.classifier import BICUBIC_224, NEAREST_150, PNEUMONIA_INDEX, Preprocessing, preprocess, preprocessing_get
+from inference.model_input import training_image_open
 from inference.model_package import packaged_sample_images, sha256_file
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LABELS = ("NORMAL", "PNEUMONIA")
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
 BASE_LAYER = "xception"
 # The output of block 13's residual add: the tensor feeding block14_sepconv1 (5x5x1024 at 150 px, 7x7 at 224).
 CUT_LAYER = "add_11"
@@ -283,8 +284,7 @@ def activations_extract(
         chunk = examples[start : start + batch_size]
         images = []
         for example in chunk:
-            with Image.open(data_dir / example.path) as image:
-                image.load()
+            image = training_image_open(data_dir / example.path)  # DICOM too, decoded as the worker does
             if variant:
                 # One generator per (image, variant, seed): the same augmented copy whatever the batching.
                 rng = np.random.default_rng([seed, variant, int(example.sha256[:12], 16)])

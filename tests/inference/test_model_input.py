@@ -84,3 +84,23 @@ def test_it_ignores_an_empty_grid(xray: np.ndarray) -> None:
     )
 
     np.testing.assert_array_equal(fed, xray)
+
+
+def test_training_reads_a_dicom_file_as_the_worker_does(tmp_path) -> None:
+    # A site's de-identified export is DICOM: train_model and the conversion read it like uploads.
+    import numpy as np
+
+    from inference.model_input import DecodeLimits, original_model_image, training_image_open
+    from inference.model_package import packaged_sample_images
+    from tests.dicom_factory import make_dicom
+
+    path = tmp_path / "IM0001.dcm"
+    path.write_bytes(make_dicom(3, bits=12))
+    expected = original_model_image(path.read_bytes(), filename=path.name, limits=DecodeLimits(2**28, 60_000_000))
+
+    assert np.array_equal(np.asarray(training_image_open(path)), expected)
+    jpeg = packaged_sample_images()[0][0]
+    from PIL import Image as PILImage
+
+    with PILImage.open(jpeg) as original:
+        assert training_image_open(jpeg).size == original.size
