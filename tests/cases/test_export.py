@@ -251,7 +251,7 @@ def test_the_admin_action_downloads_the_selected_studies_de_identified(
     admin_user.save()
     client.force_login(admin_user)
     chosen = Study.objects.filter(images__pk=site_films["a2"]).get()
-    form = {"action": "export_deidentified_action", "_selected_action": [chosen.pk]}
+    form = {"action": "export_deidentified", "_selected_action": [chosen.pk]}
     with override_settings(PNEUMO_DEID_KEY_FILE=str(key_file)):
         response = client.post(reverse("admin:cases_study_changelist"), form)
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
