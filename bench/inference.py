@@ -300,9 +300,9 @@ def int8_worker(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    from inference.classifier import BICUBIC_224, LiteRTClassifier, preprocess, raw_gradcam, scale_heatmap
+    from inference.classifier import BICUBIC_224, LiteRTClassifier, head_logits, preprocess, raw_gradcam, scale_heatmap
     from inference.domain import pooled_features
-    from inference.features_model import FeatureMapModel, head_logits
+    from inference.features_model import FeatureMapModel
 
     (threads,) = args.threads
     float32 = LiteRTClassifier(

@@ -40,6 +40,7 @@ from inference.classifier import (
     Head,
     HeadSpec,
     Preprocessing,
+    head_logits,
     preprocess,
     raw_gradcam,
     scale_heatmap,
@@ -52,12 +53,6 @@ if TYPE_CHECKING:
 
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
-
-
-def head_logits(pooled: np.ndarray, head: Head) -> np.ndarray:
-    """``N x 2`` float32 logits of the dense head (Dense(relu) -> Dropout (identity) -> Dense) on pooled features."""
-    hidden = np.maximum(np.asarray(pooled, dtype=np.float32) @ head.w1 + head.b1, 0.0)
-    return hidden @ head.w2 + head.b2
 
 
 class FeatureMapModel:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.classifier import PNEUMONIA_INDEX, Head, raw_gradcam, scale_heatmap, softmax
+from inference.classifier import PNEUMONIA_INDEX, Head, head_logits, raw_gradcam, scale_heatmap, softmax
 from inference.domain import pooled_features
 from inference.evaluation import auc
-from inference.features_model import head_logits
 
 AUC_TOLERANCE = 0.003
 PROBABILITY_TOLERANCE = 0.02

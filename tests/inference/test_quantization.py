@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.classifier import BICUBIC_224, Head, LiteRTClassifier
-from inference.features_model import FeatureMapModel, head_logits
+from inference.classifier import BICUBIC_224, Head, LiteRTClassifier, head_logits
+from inference.features_model import FeatureMapModel
 from inference.model_package import sha256_file
 from inference.quantization_gates import (
     AUC_TOLERANCE,
