@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 from cases.states import StudyStatus
-from inference.models import AiDomain, AiLabel
+from inference.models import AiDomain, AiLabel, AiMode
 
 
 class Site(models.Model):
@@ -30,6 +30,13 @@ class Site(models.Model):
         blank=True,
         help_text="Delete the image files of a reported study this many days after its latest signature "
         "(the study, its AI results, reports and audit trail stay). Empty: keep them forever.",
+    )
+    ai_mode = models.CharField(
+        "AI mode",
+        max_length=8,
+        choices=AiMode.choices,
+        default=AiMode.LIVE,
+        help_text="Changed with the admin action or PATCH /api/v1/sites/{code}/ (audited, applied at once)",
     )
     # Paused, the AI's predictions are made but not queued (cases.operations); reading goes on.
     ai_paused = models.BooleanField(default=False, help_text="AI paused by an admin: nothing is queued until resumed")
@@ -290,6 +297,8 @@ class Review(models.Model):
     )
     agreement = models.CharField(max_length=16, choices=Agreement.choices)
     reason = models.CharField(max_length=16, choices=OverruleReason.choices, blank=True)
+    # The site's AI mode at signing: a shadow reading was made without seeing the AI (blank: before modes, live).
+    ai_mode = models.CharField("AI mode at signing", max_length=8, choices=AiMode.choices, blank=True)
     report_text = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1)
     amendment_reason = models.TextField(blank=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -106,6 +107,20 @@ class Routing(models.TextChoices):
     REQUESTED = "requested", "Requested by an admin"
 
 
+class AiMode(models.TextChoices):
+    """How a site uses the AI (``cases.ai_modes``): live, silently in shadow, or not at all."""
+
+    LIVE = "live", "Live: readers see the AI"
+    # Predictions are made and stored, but nobody but an admin sees a trace of them before the study is signed.
+    SHADOW = "shadow", "Shadow: hidden from readers until signed"
+    OFF = "off", "Off: no predictions"
+
+
+class ThresholdSource(models.TextChoices):
+    MODEL = "model", "The model version's own"
+    SITE = "site", "The site's, backed by its local validation"
+
+
 class PredictionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
@@ -125,7 +140,11 @@ class Prediction(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True, help_text="Celery task id holding the lease")
     probability = models.FloatField(null=True, blank=True)
     label = models.CharField(max_length=16, choices=AiLabel.choices, blank=True)
-    threshold = models.FloatField(null=True, blank=True, help_text="The model's threshold when it ran")
+    threshold = models.FloatField(null=True, blank=True, help_text="The threshold applied to this result")
+    # Where that threshold came from (inference.thresholds); blank on older rows: the model's.
+    threshold_source = models.CharField(max_length=8, choices=ThresholdSource.choices, blank=True)
+    # The site's AI mode when the prediction was requested (blank: before modes, live).
+    ai_mode = models.CharField("AI mode", max_length=8, choices=AiMode.choices, blank=True)
     heatmap = models.JSONField(null=True, blank=True, help_text="Grad-CAM grid, rows of values in [0, 1]")
     input_sha256 = models.CharField(max_length=64, blank=True)
     # Blank on predictions made before routing existed (one active version).
@@ -161,3 +180,26 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"Prediction {self.pk} ({self.status}) of image {self.image_id}"
+
+
+class SiteThreshold(models.Model):
+    """A threshold one site uses for one model version, with the local evidence that backed it.
+
+    Rows are never changed: the newest of a site and version is in force (``inference.thresholds``).
+    """
+
+    site = models.ForeignKey("cases.Site", on_delete=models.PROTECT, related_name="thresholds")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="site_thresholds")
+    threshold = models.FloatField()
+    reason = models.TextField(blank=True, help_text="Why, and required when the evidence falls short")
+    evidence = models.JSONField(help_text="The validation report's figures that backed it, at the time")
+    evidence_sufficient = models.BooleanField(help_text="Enough signed studies and positives backed it")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["site", "model_version", "-created_at"], name="site_threshold_in_force_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.threshold:.4f} for {self.model_version} at {self.site}"
