@@ -9,6 +9,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cases import services
+from cases.ai_modes import site_ai_mode_set
 from cases.api.tokens import token_revoke, tokens_revoke_all
 from cases.audit import audit_record
 from cases.audit_export import audit_export_action
@@ -60,11 +61,20 @@ class AuditedAdmin(admin.ModelAdmin):
 
 @admin.register(Site)
 class SiteAdmin(AuditedAdmin):
-    list_display = ("code", "name", "ai_outside_validated_use", "retention_days", "created_at")
+    list_display = ("code", "name", "ai_mode", "ai_outside_validated_use", "retention_days", "created_at")
     search_fields = ("code", "name")
-    list_filter = ("ai_outside_validated_use",)
+    list_filter = ("ai_mode", "ai_outside_validated_use")
     # Paused and resumed only from the operations console, which queues what waited (cases.operations).
     readonly_fields = ("ai_paused", "ai_paused_at", "ai_paused_by")
+
+    def save_model(self, request: HttpRequest, obj: Site, form, change: bool) -> None:
+        # A changed AI mode goes through its service (audited; the site's unsigned studies follow at once).
+        mode = obj.ai_mode
+        if change and "ai_mode" in form.changed_data:
+            obj.ai_mode = form.initial["ai_mode"]
+        super().save_model(request, obj, form, change)
+        if obj.ai_mode != mode:
+            site_ai_mode_set(site=obj, mode=mode, user=request.user, request=request)
 
 
 class ApiTokenInline(admin.TabularInline):

@@ -111,6 +111,6 @@ def image_viewed(*, request: HttpRequest, pk: int, rendering: str) -> Image:
 def heatmap_viewed(*, request: HttpRequest, pk: int, rendering: str) -> Prediction:
     """The current prediction of the user's image with its heatmap (404 without one), its viewing audited."""
     image = selectors.image_for_user(user=request.user, pk=pk)
-    prediction = prediction_with_heatmap(image=image)
+    prediction = prediction_with_heatmap(image=image, user=request.user)
     audit_record(action="view_heatmap", user=request.user, obj=image, request=request, rendering=rendering)
     return prediction

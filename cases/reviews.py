@@ -6,6 +6,7 @@ study at once; the server, not the client, derives agreement with the AI.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from cases.ai_modes import study_ai_shadowed
 from cases.audit import audit_record
 from cases.models import Agreement, FileState, Finding, OverruleReason, Review, Study, User
 from cases.selectors import studies_for_user, user_can_read_worklist, user_can_review, user_is_admin
@@ -157,10 +159,11 @@ def agreement_of(finding: str, ai_label: str, *, muted: bool = False) -> str:
     return Agreement.AGREE if agrees else Agreement.DISAGREE
 
 
-def _validate(reading: ReadingInput, agreement: str) -> str:
+def _validate(reading: ReadingInput, agreement: str, *, blind: bool = False) -> str:
     if reading.finding not in Finding.values:
         raise ReviewError("Choose a finding: pneumonia, no pneumonia or indeterminate.", field="finding")
-    if agreement != Agreement.DISAGREE:
+    # A reader who was not shown the AI (shadow mode) overrules nothing.
+    if agreement != Agreement.DISAGREE or blind:
         return ""
     if reading.reason not in OverruleReason.values:
         raise ReviewError("Your finding overrules the AI: give a reason.", field="reason")
@@ -175,12 +178,31 @@ def _files_intact(study: Study) -> None:
         )
 
 
+def _ai_compared(study: Study) -> tuple[Study, bool]:
+    """The study as its reading is compared with the AI, and whether the reader was blind to the AI.
+
+    A reader is shown the study's AI summary; in shadow mode it is kept empty for them until signing
+    (``cases.ai_modes``), so the blind reading is compared with the AI's stored result instead.
+    """
+    if not study_ai_shadowed(study):
+        return study, False
+    from inference.services import study_ai_result
+
+    ai = study_ai_result(study=study)
+    compared = copy.copy(study)
+    compared.ai_probability, compared.ai_flagged = ai.probability, ai.flagged
+    compared.ai_muted_probability, compared.ai_domain = ai.muted_probability, ai.domain
+    return compared, True
+
+
 def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> Review:
     from inference.selectors import study_ai_prediction
 
+    mode = study.site.ai_mode
+    study, blind = _ai_compared(study)
     ai_label, muted = ai_label_of(study), study_is_muted(study)
     # The version of the prediction behind what the reader was shown, not whatever is active now.
-    shown = study_ai_prediction(study=study) if ai_label or muted else None
+    shown = study_ai_prediction(study=study, user=None) if ai_label or muted else None
     agreement = agreement_of(reading.finding, ai_label, muted=muted)
     # A muted result keeps its probability and domain on the review, as the reader saw them.
     return Review.objects.create(
@@ -192,7 +214,8 @@ def _review_create(study: Study, user: User, reading: ReadingInput, **extra) -> 
         ai_domain=study.ai_domain if ai_label or muted else None,
         model_version=shown.model_version if shown is not None else None,
         agreement=agreement,
-        reason=_validate(reading, agreement),
+        reason=_validate(reading, agreement, blind=blind),
+        ai_mode=mode,
         report_text=reading.report.strip(),
         signed_at=timezone.now(),
         **extra,
@@ -216,11 +239,16 @@ def review_sign(*, study_id: int, user: User, reading: ReadingInput, request: Ht
         if _claimed_by_other(study, user):
             raise _conflict(study)
         _files_intact(study)
+        shadowed = study_ai_shadowed(study)
         review = _review_create(study, user, reading)
         if study.status == S.AWAITING_REVIEW:
             study_transition(study=study, target=S.IN_REVIEW)
         study_transition(study=study, target=S.REPORTED)
         _claim_clear(study)
+        if shadowed:  # signed: its AI is shown and counted from now on
+            from inference.services import study_ai_refresh
+
+            study_ai_refresh(study_id=study.pk)
         audit_record(
             action="sign",
             user=user,

@@ -20,8 +20,9 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from cases.ai_modes import shadowed_studies_q
 from cases.models import Agreement, Finding, OverruleReason, Review, Study, User
-from cases.selectors import studies_for_user
+from cases.selectors import studies_for_user, user_is_admin
 from cases.states import StudyStatus
 from inference.broker import queue_length
 from inference.models import AiDomain, AiLabel, ModelVersion, Prediction, PredictionStatus
@@ -46,8 +47,13 @@ def dashboard_stats(*, user: User, days: int = 30) -> dict:
             "ai_to_signature": _durations(studies.filter(reported_at__gte=since), "ai_completed_at", "reported_at"),
         },
         **_agreement_all(studies, since),
-        "outside_domain_by_day": outside_domain_by_day(studies, since),
+        "outside_domain_by_day": outside_domain_by_day(_ai_shown(studies, user), since),
     }
+
+
+def _ai_shown(studies: QuerySet[Study], user: User) -> QuerySet[Study]:
+    """The studies whose AI results ``user`` may count: a shadowed study's only once signed, but for admins."""
+    return studies if user_is_admin(user=user) else studies.exclude(shadowed_studies_q())
 
 
 # --- Throughput and queue ---------------------------------------------------------------

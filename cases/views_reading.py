@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cases import pictures, reviews, selectors
+from cases.ai_modes import study_ai_hidden_from, study_ai_shadowed
 from cases.audit import audit_record
 from cases.downloads import purged_response
 from cases.drift import drift_alarms_open_for_user
@@ -260,10 +261,10 @@ def _study_context(
     amendment_reason: str = "",
 ) -> dict:
     user = request.user
-    predictions = predictions_current_by_image(study=study)
+    predictions = predictions_current_by_image(study=study, user=user)
     images = [_image_item(image, predictions.get(image.pk), site=study.site) for image in study.images.all()]
     history = list(selectors.reviews_for_study(study=study))
-    ai_prediction = study_ai_prediction(study=study)
+    ai_prediction = study_ai_prediction(study=study, user=user)
     can_review = selectors.user_can_review(user=user)
     mine = study.status == StudyStatus.IN_REVIEW and study.claimed_by_id == user.pk
     by_other = study.status == StudyStatus.IN_REVIEW and not mine and reviews.claim_is_live(study)
@@ -280,6 +281,9 @@ def _study_context(
         "ai_label": reviews.ai_label_of(study),
         "ai_muted": study_is_muted(study),
         "ai_prediction": ai_prediction,
+        # Shadow mode (cases.ai_modes): readers get no AI section at all; an admin is told readers do not see it.
+        "ai_hidden": study_ai_hidden_from(user=user, study=study),
+        "ai_shadowed": study_ai_shadowed(study),
         "ai_model": ai_prediction.model_version if ai_prediction else None,
         "can_review": can_review,
         "claimed_by_me": mine,

@@ -37,10 +37,11 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from cases.ai_modes import shadowed_studies_q
 from cases.models import Patient, Priority, Study, User
 from cases.selectors import studies_for_user
 from cases.states import REVIEWABLE, StudyStatus
-from inference.display import MUTED, NO_RESULT, NONE, RESULT, WITHHELD, AiShown, domain_label, study_shown
+from inference.display import HIDDEN, MUTED, NO_RESULT, NONE, RESULT, WITHHELD, AiShown, domain_label, study_shown
 from inference.models import Prediction
 
 PAGE_SIZES = (10, 25, 50, 100)
@@ -91,9 +92,10 @@ def _values(value: Any) -> tuple:
 
 
 def _outside_use_predictions() -> QuerySet[Prediction]:
+    # A shadowed study's predictions leave no trace on its row (cases.ai_modes).
     return Prediction.objects.filter(
         image__study=OuterRef("pk"), model_version__is_active=True, outside_validated_use=True
-    )
+    ).exclude(shadowed_studies_q("image__study__"))
 
 
 def _reviewable(user: User) -> QuerySet[Study]:
@@ -191,7 +193,7 @@ class WorklistRow:
     study: Study
     age_years: int | None
     waiting_seconds: int
-    ai_state: str  # flagged | not_flagged | muted | withheld | no_result | no_ai
+    ai_state: str  # flagged | not_flagged | muted | withheld | no_result | no_ai | hidden (shadow mode)
     ai_note: str
 
     @property
@@ -249,6 +251,8 @@ def _outside_use_note(study: Study) -> str:
 def _ai_state(study: Study, shown: AiShown) -> tuple[str, str]:
     if shown.kind == RESULT:
         return ("flagged" if study.ai_flagged else "not_flagged"), _outside_use_note(study)
+    if shown.kind == HIDDEN:
+        return HIDDEN, ""
     if shown.kind == NONE:
         return "no_ai", study.status_reason or "No AI result."
     return {MUTED: "muted", WITHHELD: "withheld", NO_RESULT: "no_result"}[shown.kind], shown.message

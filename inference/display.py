@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cases.ai_modes import study_ai_shadowed
 from cases.imaging.eligibility import caveats_outside_use
 from inference.models import AiDomain, Prediction, PredictionStatus
 
@@ -42,6 +43,7 @@ MUTED = "muted"  # the probability greyed, with why it does not count
 WITHHELD = "withheld"  # a muted result at a site that does not run the AI outside validated use
 NO_RESULT = "no_result"  # not a chest X-ray: nothing to show
 NONE = "none"  # no finished result (none yet, or the AI failed)
+HIDDEN = "hidden"  # shadow mode before signing (cases.ai_modes): no trace of the AI at all
 
 
 def domain_label(domain: str | None) -> str:
@@ -85,7 +87,7 @@ def prediction_muted_reason(prediction: Prediction) -> str:
 
 @dataclass(frozen=True)
 class AiShown:
-    kind: str  # RESULT | MUTED | WITHHELD | NO_RESULT | NONE
+    kind: str  # RESULT | MUTED | WITHHELD | NO_RESULT | NONE | HIDDEN
     message: str = ""
 
     @property
@@ -153,6 +155,8 @@ def study_is_muted(study: Study) -> bool:
 
 def study_shown(study: Study, *, caveat: str = "") -> AiShown:
     """How a study's row shows its AI, from its stored summary (``caveat``: an outside-use reason, if known)."""
+    if study_ai_shadowed(study):
+        return AiShown(HIDDEN)
     if study.ai_probability is not None:
         return AiShown(RESULT)
     if study.ai_muted_probability is not None:

@@ -1,4 +1,9 @@
-"""Reads for predictions and models; access always through the image's or study's site."""
+"""Reads for predictions and models; access always through the image's or study's site.
+
+The functions an edge calls take the reader: a shadowed study's predictions
+(``cases.ai_modes``) are hidden from everyone but admins. ``user=None`` is the
+system itself (services comparing a blind reading with the AI), never a reader.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.http import Http404
 
-from cases.models import Image, Study
+from cases.ai_modes import study_ai_hidden_from
+from cases.models import Image, Study, User
 from inference.display import prediction_counts, prediction_is_muted
 from inference.models import ModelVersion, Prediction, PredictionStatus
 
@@ -26,24 +32,35 @@ def predictions_current_first(predictions: Iterable[Prediction]) -> list[Predict
     return sorted(predictions, key=key, reverse=True)
 
 
-def prediction_current(*, image: Image) -> Prediction | None:
-    """The image's current prediction (see ``predictions_current_first``), or None."""
+def prediction_current(*, image: Image, user: User | None) -> Prediction | None:
+    """The image's current prediction (see ``predictions_current_first``), or None (also when hidden from ``user``)."""
+    if study_ai_hidden_from(user=user, study=image.study):
+        return None
     predictions = predictions_current_first(image.predictions.select_related("model_version"))
     return predictions[0] if predictions else None
 
 
-def predictions_current_by_image(*, study: Study) -> dict[int, Prediction]:
-    """Each image's current prediction, by image id, in one query."""
+def predictions_current_by_image(*, study: Study, user: User | None) -> dict[int, Prediction]:
+    """Each image's current prediction, by image id, in one query; none when hidden from ``user``."""
     current: dict[int, Prediction] = {}
+    if study_ai_hidden_from(user=user, study=study):
+        return current
     rows = Prediction.objects.filter(image__study=study).select_related("model_version")
     for prediction in predictions_current_first(rows):
         current.setdefault(prediction.image_id, prediction)
     return current
 
 
-def prediction_with_heatmap(*, image: Image) -> Prediction:
+def predictions_for_user(*, user: User | None, study: Study) -> QuerySet[Prediction]:
+    """The study's predictions ``user`` may see (none of a shadowed study, but to admins)."""
+    if study_ai_hidden_from(user=user, study=study):
+        return Prediction.objects.none()
+    return Prediction.objects.filter(image__study=study)
+
+
+def prediction_with_heatmap(*, image: Image, user: User | None) -> Prediction:
     """The image's current prediction if it succeeded with a heatmap; 404 otherwise (pages and API alike)."""
-    prediction = prediction_current(image=image)
+    prediction = prediction_current(image=image, user=user)
     if not prediction_has_heatmap(prediction):
         raise Http404("This image has no AI heatmap.")
     prediction.image = image
@@ -63,12 +80,12 @@ def model_versions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.all()
 
 
-def study_ai_prediction(*, study: Study) -> Prediction | None:
+def study_ai_prediction(*, study: Study, user: User | None) -> Prediction | None:
     """The prediction behind the study's AI summary: the highest that counts, else the highest muted, else any.
 
     Pages name its model, threshold and routing beside the study's probability.
     """
-    current = list(predictions_current_by_image(study=study).values())
+    current = list(predictions_current_by_image(study=study, user=user).values())
     if not current:
         return None
     for rule in (prediction_counts, prediction_is_muted):

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from cases.ai_modes import AI_OFF_REASON, study_ai_shadowed
 from cases.audit import audit_record
 from cases.models import Eligibility, FileState, Image, Study
 from cases.notices import study_flagged_notice_queue
@@ -28,10 +29,11 @@ from cases.services import study_transition
 from cases.states import StudyStatus, status_after_ai
 from inference.display import prediction_counts, predictions_summary
 from inference.model_input import DecodeLimits, InputGrid, model_image_load
-from inference.models import ModelVersion, Prediction, PredictionStatus, Routing
+from inference.models import AiMode, ModelVersion, Prediction, PredictionStatus, Routing
 from inference.registry import active_model_versions
 from inference.routing import Route, caveats_for, route_image, route_requested
 from inference.scope import RoutedOutput, image_scope_routed, result_fields
+from inference.thresholds import threshold_in_force
 
 logger = logging.getLogger(__name__)
 P = PredictionStatus
@@ -83,6 +85,7 @@ def _prediction_create(image: Image, route: Route) -> Prediction | None:
             "routing_reason": route.reason[:200],
             "outside_validated_use": outside,
             "outside_validated_use_reason": reason or image.ai_eligibility_reason,
+            "ai_mode": image.site.ai_mode,
         },
     )
     return prediction
@@ -103,6 +106,9 @@ def predictions_request(
     version. With ``retry_failed``, failed ones are reset for new attempts. Returns the study's
     predictions that this request covers.
     """
+    if study.site.ai_mode == AiMode.OFF:
+        study_ai_refresh(study_id=study.pk, no_ai_reason=AI_OFF_REASON)
+        return []
     actives = active_model_versions()
     if not actives and version is None:
         study_ai_refresh(study_id=study.pk, no_ai_reason="No active AI model")
@@ -273,7 +279,7 @@ def _prediction_store(prediction: Prediction, routed: RoutedOutput, decode_ms: f
     now = timezone.now()
     version = routed.version
     scoped = routed.scoped
-    threshold = version.threshold
+    threshold, threshold_source = threshold_in_force(site=prediction.image.site, version=version)
     result = scoped.output
     outside, reason = _outside_use(prediction.image, version)
     queued = prediction.queued_at or prediction.created_at
@@ -290,6 +296,7 @@ def _prediction_store(prediction: Prediction, routed: RoutedOutput, decode_ms: f
             outside_validated_use=outside,
             outside_validated_use_reason=reason,
             threshold=threshold,
+            threshold_source=threshold_source,
             **result_fields(scoped, threshold=threshold),
             input_sha256=result.input_sha256,
             queue_wait_ms=max(0.0, (prediction.started_at - queued).total_seconds() * 1000),
@@ -432,12 +439,39 @@ def _no_ai_reason(study: Study, statuses: set[str]) -> str:
     return "No AI result: " + ("; ".join(sorted(reasons)) if reasons else "no image is eligible for the AI.")
 
 
+@dataclass(frozen=True)
+class StudyAi:
+    """A study's AI summary as its readers are shown it (see ``study_ai_refresh``)."""
+
+    probability: float | None
+    flagged: bool
+    muted_probability: float | None
+    domain: str | None
+
+
+def study_ai_result(*, study: Study) -> StudyAi:
+    """The study's AI summary from its predictions, whether or not its readers may see it yet.
+
+    A shadow reading is compared with it when signed (``cases.reviews``).
+    """
+    summary = _study_ai_summary(study)
+    return StudyAi(summary["probability"], summary["flagged"], summary["muted_probability"], summary["domain"])
+
+
 def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
-    """Make the study's status and AI summary follow its predictions."""
+    """Make the study's status and AI summary follow its predictions.
+
+    A shadowed study (``cases.ai_modes``) keeps an empty summary and goes to its readers at once, with no
+    AI status or reason: its predictions run unseen, and nothing that orders, filters or alerts can use them.
+    """
     with transaction.atomic():
         study = Study.objects.select_for_update().select_related("site").get(pk=study_id)
         summary = _study_ai_summary(study)
-        statuses = summary["statuses"]
+        shadowed = study_ai_shadowed(study)
+        if shadowed:
+            summary = {**summary, "probability": None, "muted_probability": None, "domain": None, "flagged": False}
+        # What readers are shown moving the study: nothing, when shadowed.
+        statuses = set() if shadowed else summary["statuses"]
         newly_flagged = summary["flagged"] and not study.ai_flagged
         study.ai_probability = summary["probability"]
         study.ai_flagged = summary["flagged"]
@@ -449,8 +483,9 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         held = study.site.ai_paused and P.PENDING in statuses and P.RUNNING not in statuses
         reason = AI_PAUSED_REASON if held else ""
         if done:
-            reason = "" if P.SUCCEEDED in statuses else (no_ai_reason or _no_ai_reason(study, statuses))
-            if study.ai_completed_at is None and statuses:
+            reason = "" if P.SUCCEEDED in statuses or shadowed else (no_ai_reason or _no_ai_reason(study, statuses))
+            finished = summary["statuses"] and not summary["statuses"] & {P.PENDING, P.RUNNING}
+            if study.ai_completed_at is None and finished:
                 study.ai_completed_at = timezone.now()
                 fields.append("ai_completed_at")
         study.save(update_fields=fields)
@@ -461,6 +496,7 @@ def study_ai_refresh(*, study_id: int, no_ai_reason: str = "") -> Study:
         elif study.status == StudyStatus.AWAITING_REVIEW and reason != study.status_reason:
             study.status_reason = reason
             study.save(update_fields=["status_reason"])
-        if newly_flagged:
+        # A result that arrives after signing (a re-run, a study signed in shadow) alerts nobody.
+        if newly_flagged and study.status != StudyStatus.REPORTED:
             study_flagged_notice_queue(study=study)
     return study

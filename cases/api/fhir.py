@@ -49,7 +49,7 @@ class StudyFhirView(ApiView):
         bundle = study_bundle(
             study=study,
             images=list(study.images.order_by("created_at", "pk")),
-            predictions=predictions_current_by_image(study=study),
+            predictions=predictions_current_by_image(study=study, user=request.user),
             reviews=list(selectors.reviews_for_study(study=study)),
         )
         audit_record(action="view_study_fhir", user=request.user, obj=study, request=request)

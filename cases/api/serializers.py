@@ -31,7 +31,7 @@ from cases.models import (
 from cases.selectors import MAX_ID, user_is_admin
 from cases.states import StudyStatus
 from inference.display import prediction_is_muted, study_is_muted
-from inference.models import AiDomain, AiLabel, ModelVersion, Prediction
+from inference.models import AiDomain, AiLabel, AiMode, ModelVersion, Prediction
 
 AI_NOTICE = "Decision support only: AI results are unconfirmed until a radiologist signs the study."
 UNCONFIRMED = "unconfirmed"
@@ -95,8 +95,16 @@ def _json_type_refusal(field: serializers.Field, value: Any) -> str:
 class SiteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Site
-        fields = ["id", "code", "name", "ai_outside_validated_use"]
+        fields = ["id", "code", "name", "ai_mode", "ai_outside_validated_use", "ai_paused"]
         read_only_fields = fields
+
+
+class SiteChangeSerializer(JsonTypes, serializers.Serializer):
+    ai_mode = serializers.ChoiceField(
+        choices=AiMode.choices,
+        help_text="live: readers see the AI; shadow: predictions are stored but nobody but an admin sees them "
+        "before signing; off: no predictions. Applied at once to the site's unsigned studies",
+    )
 
 
 class PatientSummarySerializer(serializers.ModelSerializer):

@@ -17,6 +17,7 @@ app_name = "api"
 v1 = [
     path("auth/token/", views.TokenView.as_view(), name="token"),
     path("sites/", views.SiteListView.as_view(), name="site-list"),
+    path("sites/<str:code>/", views.SiteDetailView.as_view(), name="site-detail"),
     path("patients/", views.PatientListView.as_view(), name="patient-list"),
     path("patients/search/", views.PatientSearchView.as_view(), name="patient-search"),
     path("patients/<int:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),

@@ -53,7 +53,7 @@ from cases.models import Agreement, ApiToken, Image, Review, Site, Study, User
 from cases.otp.services import second_factor_required, second_factor_verify
 from cases.pictures import heatmap_grid, heatmap_overlay_png, render_image_png
 from cases.reviews import ReadingInput, ReviewError, review_amend, review_sign, study_claim, study_release
-from inference.models import ModelVersion, Prediction
+from inference.models import ModelVersion
 from inference.registry import ModelVersionLocked, model_version_create, model_version_update
 
 # --- Plumbing --------------------------------------------------------------------------------
@@ -296,6 +296,30 @@ class SiteListView(ApiView):
         return self.paginated(selectors.sites_for_user(user=request.user).order_by("code"), s.SiteSerializer)
 
 
+class SiteDetailView(ApiView):
+
+    @extend_schema(responses=responses({200: s.SiteSerializer}, 404), summary="One of your sites")
+    def get(self, request: Request, code: str) -> Response:
+        return Response(s.SiteSerializer(_site_for(request.user, code)).data)
+
+    @extend_schema(
+        request=s.SiteChangeSerializer,
+        responses=responses({200: s.SiteSerializer}, 400, 403, 404),
+        summary="Set a site's AI mode (admins; audited)",
+        description="shadow: predictions run and are stored, but until a study is signed nobody but an admin sees "
+        "any trace of them (pages, API, DICOMweb, FHIR, worklist, alerts, result destinations). Switching to live "
+        "shows the stored results of unsigned studies at once; off: studies are never predicted.",
+    )
+    def patch(self, request: Request, code: str) -> Response:
+        from cases.ai_modes import site_ai_mode_set
+
+        site = _site_for(request.user, code)  # another site's is 404 before anything else, as for every object
+        _require(self, request, IsAdmin)
+        data = _validated(s.SiteChangeSerializer, request.data)
+        site = site_ai_mode_set(site=site, mode=data["ai_mode"], user=request.user, request=request)
+        return Response(s.SiteSerializer(site).data)
+
+
 class PatientListView(ApiView):
     @extend_schema(
         parameters=[s.PatientFilterSerializer],
@@ -379,12 +403,18 @@ def _studies_filtered(studies: QuerySet[Study], user: User, filters: dict[str, A
 
 
 def _study_detail(user: User, pk: int) -> Study:
-    """The study with its images, their predictions and its reviews, in a fixed number of queries."""
+    """The study with its images, their predictions (those ``user`` may see) and its reviews, in fixed queries."""
+    from inference.selectors import predictions_for_user
+
     study = selectors.study_for_user(user=user, pk=pk)
+    predictions = predictions_for_user(user=user, study=study).select_related("model_version")
     prefetch_related_objects(
         [study],
         Prefetch(
-            "images", queryset=Image.objects.order_by("created_at", "pk").prefetch_related("predictions__model_version")
+            "images",
+            queryset=Image.objects.order_by("created_at", "pk").prefetch_related(
+                Prefetch("predictions", queryset=predictions)
+            ),
         ),
         Prefetch("reviews", queryset=Review.objects.select_related("radiologist", "model_version").order_by("version")),
         Prefetch("reviews", queryset=Review.objects.order_by("-version"), to_attr="reviews_desc"),
@@ -477,8 +507,11 @@ class StudyPredictionsView(ApiView):
                 request=request,
                 **({"model": version.name} if version else {}),
             )
+        from inference.selectors import predictions_for_user
+
         predictions = list(
-            Prediction.objects.filter(pk__in=[p.pk for p in requested])
+            predictions_for_user(user=request.user, study=study)
+            .filter(pk__in=[p.pk for p in requested])
             .select_related("model_version", "image")
             .order_by("image_id", "pk")
         )

@@ -38,6 +38,7 @@ from django.utils import timezone
 from cases.audit import audit_record
 from cases.dicom.addresses import ae_addresses_parse
 from cases.models import Image, OutboxItem, OutboxState, ResultDestination, ResultObject, Review, Study, User
+from inference.models import AiMode
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -148,6 +149,8 @@ def outbox_queue_for_prediction(prediction: Prediction) -> list[OutboxItem]:
     kinds = (ResultObject.AI_SR, ResultObject.SECONDARY_CAPTURE)
     if prediction.status != PredictionStatus.SUCCEEDED or not _received_as_dicom(image):
         return []
+    if image.study.site.ai_mode == AiMode.SHADOW:
+        return []  # a shadow site's AI results go nowhere (cases.ai_modes); going live sends the unsigned ones
     if not any(destinations_for(study=image.study, kind=kind).exists() for kind in kinds):
         return []  # nothing is built for nobody
     try:

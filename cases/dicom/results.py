@@ -59,6 +59,7 @@ from cases.imaging import decode
 from cases.imaging.windowing import full_range_window, window_to_uint8
 from cases.pictures import DEFAULT_OVERLAY_SIZE, MAX_OVERLAY_SIZE, heatmap_colours, upscale_bilinear
 from inference import display
+from inference.models import AiMode
 
 if TYPE_CHECKING:
     from cases.models import Review, Site
@@ -198,8 +199,11 @@ def _no_result_reason(*, no_result: bool, withheld: bool) -> str:
 
 
 def signed_report_from_review(review: Review, *, amends: Dataset | None = None) -> SignedReport:
-    """The dataclass of a signed review (reads its radiologist, site and model version; no queries of its own)."""
-    version = review.model_version
+    """The dataclass of a signed review (reads its radiologist, site and model version; no queries of its own).
+
+    A reading made in shadow mode was made without the AI: its report names no model.
+    """
+    version = review.model_version if review.ai_mode != AiMode.SHADOW else None
     return SignedReport(
         finding=review.finding,
         report_text=review.report_text,

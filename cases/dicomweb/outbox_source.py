@@ -18,9 +18,10 @@ from collections.abc import Iterator, Sequence
 
 from django.core.cache import cache
 from django.core.files.storage import default_storage
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from pydicom import dcmread
 
+from cases.ai_modes import shadowed_studies_q
 from cases.dicomweb.instances import Instance, InstanceSource, register_instance_source
 from cases.models import OutboxItem, ResultObject
 
@@ -31,9 +32,16 @@ HEADER_SECONDS = 24 * 3600
 _HEADER_TAGS = ["SeriesInstanceUID", "SeriesDescription", "Rows", "Columns", "BitsStored", "NumberOfFrames"]
 
 
+def _shown() -> QuerySet[OutboxItem]:
+    # An AI object of a shadowed study (sent before its site went shadow) is not listed until it is signed.
+    ai_kinds = (ResultObject.AI_SR, ResultObject.SECONDARY_CAPTURE)
+    return OutboxItem.objects.exclude(Q(kind__in=ai_kinds) & shadowed_studies_q("study__"))
+
+
 def result_instances(study_ids: Sequence[int]) -> Iterator[Instance]:
     items = (
-        OutboxItem.objects.filter(study_id__in=study_ids)
+        _shown()
+        .filter(study_id__in=study_ids)
         .select_related("study__patient", "study__site")
         .order_by("study_id", "created_at", "pk")
     )
@@ -94,7 +102,7 @@ def _header(name: str) -> dict | None:
 
 def result_study_ids(modalities: set[str]) -> QuerySet:
     kinds = [kind for kind, modality in MODALITY.items() if not modalities or modality in modalities]
-    return OutboxItem.objects.filter(kind__in=kinds).values("study_id")
+    return _shown().filter(kind__in=kinds).values("study_id")
 
 
 register_instance_source(

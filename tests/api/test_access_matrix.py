@@ -54,7 +54,8 @@ def api_operations(prefix: str = PREFIX, object_key: str = "pk") -> list[Operati
             continue  # DICOMweb's unnamed last route is its JSON 404 for every other path
         view_class = pattern.callback.view_class
         path = re.sub(r"<[^>]+>", "{}", route)
-        has_object = object_key in pattern.pattern.converters
+        # A site is named by its code, every other object by its id.
+        has_object = bool({object_key, "code"} & pattern.pattern.converters.keys())
         operations += [Operation(pattern.name, m, path, has_object) for m in METHODS if hasattr(view_class, m)]
     return sorted(operations, key=lambda o: (o.path, o.method))
 
@@ -78,6 +79,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("token", "post"): {"anon": 200, "tech": 200, "rad": 200, "admin": 401},
     ("token", "delete"): {"anon": 401, "tech": 204, "rad": 204, "admin": 204},
     ("site-list", "get"): OK,
+    ("site-detail", "get"): OK,
+    # Setting a site's AI mode (live, shadow, off): admins only, audited (tests/cases/test_ai_modes.py).
+    ("site-detail", "patch"): ADMIN_ONLY,
     ("patient-list", "get"): OK,
     ("patient-search", "post"): OK,
     ("patient-detail", "get"): OK,
@@ -164,6 +168,8 @@ def _target(cell: Cell, world: World) -> object | None:
     if not cell.operation.has_object:
         return None
     place = world.site("NORTH" if cell.site == "NORTH" else "DEMO")
+    if name == "site-detail":
+        return place.image.site
     if name.startswith("image-"):
         return place.image
     return {
@@ -186,6 +192,7 @@ def _body(cell: Cell, username: str) -> tuple[dict | None, str]:
         ("study-amend", "post"): {"finding": "pneumonia", "amendment_reason": "Second look", "amends_version": 1},
         ("model-list", "post"): {"name": "new-model", "version": "2", "source_path": "/m/x.keras", "sha256": "b" * 64},
         ("model-detail", "patch"): {"description": "Recalibrated"},
+        ("site-detail", "patch"): {"ai_mode": "shadow"},
     }
     if (cell.operation.name, cell.operation.method) == ("study-list", "post"):
         from django.core.files.uploadedfile import SimpleUploadedFile
@@ -220,7 +227,8 @@ def test_it_answers_each_role_as_the_matrix_says(
     assert (cell.operation.name, cell.operation.method) in EXPECTED, f"{cell} has no expectation: add it to EXPECTED"
     user = {"anon": None, "tech": tech, "rad": rad, "admin": admin_user}[cell.role]
     target = _target(cell, world)
-    url = reverse(f"api:{cell.operation.name}", kwargs={"pk": target.pk} if target is not None else None)
+    key = {"code": target.code} if cell.operation.name == "site-detail" else {"pk": getattr(target, "pk", None)}
+    url = reverse(f"api:{cell.operation.name}", kwargs=key if target is not None else None)
     body, fmt = _body(cell, user.username if user else "tech")
 
     # When the user calls the operation

@@ -23,6 +23,8 @@ def api_routes() -> list[tuple[str, URLPattern]]:
 
 
 def _url(name: str, pattern: URLPattern, world: World) -> str:
+    if "code" in pattern.pattern.converters:  # a site, named by its code
+        return reverse(name, kwargs={"code": world.demo.image.site.code})
     if "pk" not in pattern.pattern.converters:
         return reverse(name)
     pk = world.demo.image.pk if name.startswith("api:image-") else world.demo.awaiting.pk
