@@ -205,6 +205,8 @@ class PredictionSerializer(serializers.ModelSerializer):
             "probability",
             "label",
             "threshold",
+            "threshold_source",
+            "ai_mode",
             "routing",
             "routing_reason",
             "outside_validated_use",
