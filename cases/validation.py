@@ -18,7 +18,7 @@ figures come from ``cases.validation_stats``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -95,12 +95,21 @@ def validation_report(
     since: date | None = None,
     until: date | None = None,
     target_sensitivity: float = 0.95,
+    threshold: float | None = None,
 ) -> dict:
-    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day."""
+    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day.
+
+    ``threshold``: every study judged at it instead of at the thresholds its results were flagged at (the
+    evidence for a new site threshold, ``inference.thresholds``); the report names the threshold in force
+    at the site otherwise.
+    """
     cases = _study_cases(site, model_version, since, until)
+    if threshold is not None:
+        cases = replace(cases, flagged=cases.scores >= threshold)
+    shown = threshold if threshold is not None else _threshold_in_force(site, model_version)
     everything = np.ones(len(cases.labels), dtype=bool)
-    figures = _figures(cases, everything, model_version, target_sensitivity)
-    splits = {f"by_{name}": _split(cases, name, model_version, target_sensitivity) for name in SPLITS}
+    figures = _figures(cases, everything, shown, target_sensitivity)
+    splits = {f"by_{name}": _split(cases, name, shown, target_sensitivity) for name in SPLITS}
     return {
         "site": site.code,
         "model": model_version.name,
@@ -266,7 +275,14 @@ def age_band(years: float | None) -> str:
 # --- Figures -------------------------------------------------------------------------------------
 
 
-def _figures(cases: StudyCases, chosen: np.ndarray, version: ModelVersion, target_sensitivity: float) -> dict:
+def _threshold_in_force(site: Site, version: ModelVersion) -> float:
+    """The one place the report's threshold is chosen: the site's in force for the version, else the version's."""
+    from inference.thresholds import threshold_in_force
+
+    return threshold_in_force(site=site, version=version)[0]
+
+
+def _figures(cases: StudyCases, chosen: np.ndarray, threshold: float, target_sensitivity: float) -> dict:
     labels = cases.labels[chosen]
     decided = labels != INDETERMINATE
     figures = validation_figures(
@@ -280,15 +296,15 @@ def _figures(cases: StudyCases, chosen: np.ndarray, version: ModelVersion, targe
         "positives": figures.pop("positives"),
         "prevalence": figures.pop("prevalence"),
         "indeterminate": int(np.sum(~decided)),
-        "threshold": version.threshold,
+        "threshold": threshold,
         **figures,
     }
 
 
-def _split(cases: StudyCases, name: str, version: ModelVersion, target_sensitivity: float) -> list[dict]:
+def _split(cases: StudyCases, name: str, threshold: float, target_sensitivity: float) -> list[dict]:
     """The figures per group: every age band (empty or not), else the groups present."""
     groups = cases.groups[name]
     return [
-        {"group": group, **_figures(cases, groups.index == i, version, target_sensitivity)}
+        {"group": group, **_figures(cases, groups.index == i, threshold, target_sensitivity)}
         for i, group in enumerate(groups.names)
     ]
