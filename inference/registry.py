@@ -572,17 +572,16 @@ def int8_path() -> Path:
 def int8_verdict(version: ModelVersion) -> str:
     """Whether ``version`` may serve the shipped int8 base, and why: "" when it may.
 
-    The int8 file must match its manifest's sha256, and the version's gates must have passed
-    when measured on this version's head and float32 conversion (``manage.py quantize_models``).
+    The version's gates must have passed when measured on this version's head and float32
+    conversion (``manage.py quantize_models``), and the int8 file must match its manifest's sha256.
     Until one passes, workers serve the float32 conversion.
     """
     record_path = shipped_models_dir() / INT8_DIR / INT8_MANIFEST
     if not record_path.is_file():
         return "no int8 conversion shipped"
     record = json.loads(record_path.read_text())
-    file = record_path.parent / record["file"]
-    if not file.is_file() or model_package.sha256_file(file) != record["sha256"]:
-        return f"{file} is missing or differs from its manifest"
+    # The gates first: hashing the 22 MB file costs a new worker process about 25 ms per version,
+    # and only a version that would serve it needs the file checked.
     gates = record.get("gates", {}).get(version.name)
     if gates is None:
         return "its int8 gates were never measured"
@@ -594,4 +593,7 @@ def int8_verdict(version: ModelVersion) -> str:
             f"{gates['tolerances']['probability']}, heatmap cell diff {gates['parity_heatmap_cell_max_diff']:.3f}, "
             f"AUC diff {gates['validation_auc_diff']:.4f})"
         )
+    file = record_path.parent / record["file"]
+    if not file.is_file() or model_package.sha256_file(file) != record["sha256"]:
+        return f"{file} is missing or differs from its manifest"
     return ""
