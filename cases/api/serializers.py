@@ -302,6 +302,7 @@ class ReviewSerializer(serializers.ModelSerializer):
             "ai_label",
             "ai_probability",
             "ai_domain",
+            "ai_mode",
             "model_version",
             "amendment_reason",
             "supersedes",
