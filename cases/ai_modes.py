@@ -43,8 +43,14 @@ def study_ai_shadowed(study: Study) -> bool:
 
 
 def study_ai_hidden_from(*, user: User | None, study: Study) -> bool:
-    """Whether ``user`` may not see any trace of the study's AI (everyone but admins, for a shadowed study)."""
-    return study_ai_shadowed(study) and not (user is not None and user_is_admin(user=user))
+    """Whether ``user`` may not see any trace of the study's AI (everyone but admins, for a shadowed study).
+
+    ``user=None`` is the system itself, never a reader: signing compares the blind reading with the stored
+    AI and records its model version, so that the comparison is counted.
+    """
+    if user is None:
+        return False
+    return study_ai_shadowed(study) and not user_is_admin(user=user)
 
 
 def shadowed_studies_q(prefix: str = "") -> Q:
