@@ -6,8 +6,6 @@ import base64
 import secrets
 from typing import Any
 
-import qrcode
-import qrcode.image.svg
 from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.http import HttpRequest
@@ -42,6 +40,11 @@ def totp_device_pending(*, user: User) -> TOTPDevice:
 
 
 def totp_qr_data_uri(*, device: TOTPDevice) -> str:
+    # Imported here: qrcode (with PIL's drawing and fonts, and ElementTree) costs every process that
+    # sets up Django about 15 ms, a Celery worker's start included, and only the enrolment page draws one.
+    import qrcode
+    import qrcode.image.svg
+
     svg = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage).to_string()
     return "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
 
