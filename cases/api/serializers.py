@@ -14,6 +14,7 @@ from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cases.ai_modes import study_ai_shadowed
 from cases.identifiers import IdentifierValidator
 from cases.models import (
     Agreement,
@@ -333,6 +334,9 @@ class StudySerializer(serializers.ModelSerializer):
     ai_muted = serializers.SerializerMethodField(
         help_text="True when the study's only AI results are muted: ai_probability is then null, never a flag"
     )
+    ai_completed_at = serializers.SerializerMethodField(
+        help_text="When the AI finished with the study; null until then, and in shadow mode until signed"
+    )
 
     class Meta:
         model = Study
@@ -387,6 +391,13 @@ class StudySerializer(serializers.ModelSerializer):
 
     def get_ai_muted(self, study: Study) -> bool:
         return study_is_muted(study)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_ai_completed_at(self, study: Study) -> str | None:
+        # That the AI has run is itself a trace of it, which shadow mode keeps from everyone until signing.
+        if study.ai_completed_at is None or study_ai_shadowed(study):
+            return None
+        return serializers.DateTimeField().to_representation(study.ai_completed_at)
 
 
 class WorklistStudySerializer(StudySerializer):
