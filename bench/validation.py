@@ -6,8 +6,9 @@
 Without ``DATABASE_URL`` it builds a throwaway SQLite file in a temporary folder; with it (PostgreSQL) it creates
 a database of its own next to the configured one (``bench_validation_<pid>``) and drops it afterwards, so real
 data is never touched. A simulated month at one site: a tenth of the studies with two images, five X-ray units
-and PNG uploads, children and adults, AP and PA, a few outside the domain, 3 % indeterminate findings and 5 %
-amended readings; another site and another version are there to be left out. The report is timed as the
+and PNG uploads, children and adults, AP and PA, a few outside the domain, 3 % indeterminate findings, 5 %
+amended readings and 30 % of the studies read in shadow mode (the rest live, some from before modes were
+recorded); another site and another version are there to be left out. The report is timed as the
 selector alone and as the API request (test Client: middleware, permission, audit write and JSON, no network).
 """
 
@@ -85,9 +86,11 @@ def populate(n_studies: int, seed: int = 11) -> dict:
             for i, p in ((i, patients[i % len(patients)]) for i in range(n_studies))
         ],
     )
-    images, truths = [], {}
+    images, truths, modes = [], {}, {}
     for study in studies:
         truths[study.pk] = rng.random() < 0.3
+        # The site's AI mode when the study was read: blank on readings from before modes were recorded.
+        modes[study.pk] = "shadow" if rng.random() < 0.3 else rng.choice(["live", "live", ""])
         device = rng.choice(DEVICES)
         age = None if rng.random() < 0.05 else rng.choice([rng.uniform(0, 17.9), rng.uniform(18, 95)])
         for _ in range(2 if rng.random() < 0.1 else 1):
@@ -122,6 +125,7 @@ def populate(n_studies: int, seed: int = 11) -> dict:
                     probability=probability,
                     threshold=0.5,
                     domain=domain,
+                    ai_mode=modes[image.study_id],
                     finished_at=now,
                 )
             )
@@ -131,7 +135,16 @@ def populate(n_studies: int, seed: int = 11) -> dict:
         roll = rng.random()
         finding = "indeterminate" if roll < 0.03 else "pneumonia" if truths[study.pk] else "no_pneumonia"
         signed = now - timedelta(minutes=rng.randint(1, 60 * 24 * 30))
-        reviews.append(Review(study=study, radiologist=rad, finding=finding, agreement="agree", signed_at=signed))
+        reviews.append(
+            Review(
+                study=study,
+                radiologist=rad,
+                finding=finding,
+                agreement="agree",
+                ai_mode=modes[study.pk],
+                signed_at=signed,
+            )
+        )
     reviews = _bulk(Review, reviews)
     amendments = [
         Review(
@@ -142,6 +155,7 @@ def populate(n_studies: int, seed: int = 11) -> dict:
             version=2,
             supersedes=r,
             amendment_reason="Second look",
+            ai_mode=r.ai_mode,
             signed_at=r.signed_at + timedelta(hours=1),
         )
         for r in reviews
@@ -207,6 +221,7 @@ def run(args: argparse.Namespace, where: str) -> dict:
     report = selector.pop("result")
     request.pop("result")
     summary = {k: report[k] for k in ("n", "positives", "indeterminate", "auc", "auc_ci", "sensitivity")}
+    summary["by_mode"] = {g["group"]: {"n": g["n"], "auc": g["auc"]} for g in report["by_mode"]}
     return {
         "database": where,
         "studies": data["studies"],

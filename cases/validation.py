@@ -6,38 +6,38 @@ is counted apart. A study counts when that version has a result on at least one 
 current result by the version (the newest that succeeded, as ``predictions_current_first`` chooses), the
 study's score the highest of them, and the study positive when any image's probability reaches the threshold
 recorded on its prediction (or the version's, for results made before thresholds were recorded). The image
-that gives the score gives the study its device, age band, view and domain for the splits.
+that gives the score gives the study its device, age band, view and domain for the splits; the reading gives
+its mode, the site's AI mode when it was signed (blank, before modes were recorded: live).
 
 Live readings were made seeing the AI: their agreement with it is biased upwards. Only shadow mode's readings
-are unbiased, and the report splits by mode so the two can be told apart.
+are unbiased, and the report says so and splits by mode so the two can be told apart.
 
-Two queries whatever the number of studies (a third when an image has two results by the version); the
-figures come from ``cases.validation_stats``.
+One query whatever the number of studies (each result joined to its study's reading; a second when an image
+has two results by the version), no model instances: plain rows become NumPy columns, the strings are coded
+once per distinct combination, and ``cases.validation_stats`` sorts the studies by score once for every split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+import itertools
+from dataclasses import dataclass
 from datetime import date, timedelta
+from operator import itemgetter
 
 import numpy as np
-from django.db.models import CharField, Count, Exists, OuterRef, QuerySet, Value
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from cases.models import Finding, Review, Site, User
 from cases.selectors import day_start, sites_for_user
-from cases.validation_stats import validation_figures
-from inference.models import ModelVersion, Prediction, PredictionStatus
+from cases.validation_stats import ScoredCases
+from inference.models import AiMode, ModelVersion, Prediction, PredictionStatus
 
-LIVE = "live"
+LIVE = AiMode.LIVE.value
 UNKNOWN = "unknown"
 NOT_CHECKED = "not_checked"
 AGE_BANDS = ("<1", "1-5", "6-17", "18-64", "65+", UNKNOWN)
-# The AI mode a reading was made under. Every reading is live until shadow mode records the mode on each
-# signed review; then this becomes F("ai_mode") and the split by mode follows.
-REVIEW_MODE = Value(LIVE, output_field=CharField())
 LIVE_READINGS_NOTE = (
     "Live readings were made seeing the AI's result, which biases agreement upwards; "
     "only shadow-mode readings are an unbiased comparison."
@@ -88,6 +88,14 @@ def validation_model(*, name: str) -> ModelVersion:
     return version
 
 
+def report_threshold(site: Site, version: ModelVersion) -> float:
+    """The threshold the report states as in force for the site and version: the one place it is chosen.
+
+    Each study's verdict is still its predictions' own recorded threshold (what the readers were shown).
+    """
+    return version.threshold
+
+
 def validation_report(
     *,
     site: Site,
@@ -95,28 +103,42 @@ def validation_report(
     since: date | None = None,
     until: date | None = None,
     target_sensitivity: float = 0.95,
-    threshold: float | None = None,
 ) -> dict:
-    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day.
-
-    ``threshold``: every study judged at it instead of at the thresholds its results were flagged at (the
-    evidence for a new site threshold, ``inference.thresholds``); the report names the threshold in force
-    at the site otherwise.
-    """
+    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day."""
     cases = _study_cases(site, model_version, since, until)
-    if threshold is not None:
-        cases = replace(cases, flagged=cases.scores >= threshold)
-    shown = threshold if threshold is not None else _threshold_in_force(site, model_version)
-    everything = np.ones(len(cases.labels), dtype=bool)
-    figures = _figures(cases, everything, shown, target_sensitivity)
-    splits = {f"by_{name}": _split(cases, name, shown, target_sensitivity) for name in SPLITS}
+    threshold = report_threshold(site, model_version)
+    decided = cases.labels != INDETERMINATE
+    scored = ScoredCases(cases.labels[decided], cases.scores[decided], cases.flagged[decided])
+
+    def figures(chosen: np.ndarray | None, indeterminate: int) -> dict:
+        found = scored.figures(chosen, target_sensitivity=target_sensitivity)
+        return {
+            "n": found.pop("n"),
+            "positives": found.pop("positives"),
+            "prevalence": found.pop("prevalence"),
+            "indeterminate": indeterminate,
+            "threshold": threshold,
+            **found,
+        }
+
+    splits = {}
+    for name in SPLITS:
+        groups = cases.groups[name]
+        index = groups.index[decided]
+        indeterminate = np.bincount(groups.index[~decided], minlength=len(groups.names))
+        splits[f"by_{name}"] = [
+            {"group": group, **figures(index == i, int(indeterminate[i]))} for i, group in enumerate(groups.names)
+        ]
+    for group in splits["by_mode"]:
+        group["readers_saw_ai"] = group["group"] == LIVE
     return {
         "site": site.code,
         "model": model_version.name,
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
-        **figures,
+        **figures(None, int(np.count_nonzero(~decided))),
         **splits,
+        "caveat": LIVE_READINGS_NOTE,
     }
 
 
@@ -135,118 +157,126 @@ def _latest_reviews(site: Site, since: date | None, until: date | None) -> Query
     return reviews.order_by()
 
 
-_PREDICTION_COLUMNS = (
-    "pk",
-    "image_id",
-    "image__study_id",
-    "probability",
-    "threshold",
-    "domain",
-    "image__manufacturer",
-    "image__manufacturer_model_name",
-    "image__patient_age_years",
-    "image__view_position",
+_IMAGE = "study__images__"
+_RESULT = "study__images__predictions__"
+# One row per result by the version on an image of a study whose latest reading counts.
+_COLUMNS = (
+    "study_id",
+    "finding",
+    "ai_mode",
+    _IMAGE + "id",
+    _RESULT + "id",
+    _RESULT + "probability",
+    _RESULT + "threshold",
+    _RESULT + "domain",
+    _IMAGE + "manufacturer",
+    _IMAGE + "manufacturer_model_name",
+    _IMAGE + "view_position",
+    _IMAGE + "patient_age_years",
 )
-PK, IMAGE, STUDY, PROBABILITY, THRESHOLD, DOMAIN, MANUFACTURER, MODEL_NAME, AGE, VIEW = range(len(_PREDICTION_COLUMNS))
+STUDY, FINDING, MODE, IMAGE, PK, PROBABILITY, THRESHOLD, DOMAIN, MANUFACTURER, MODEL_NAME, VIEW, AGE = range(
+    len(_COLUMNS)
+)
+# The text columns, coded together: a site has few distinct combinations of them.
+_TEXT = itemgetter(FINDING, MODE, MANUFACTURER, MODEL_NAME, VIEW, DOMAIN)
+
+
+def _results(version: ModelVersion) -> dict:
+    """The conditions on a result: by the version, succeeded, with a probability."""
+    return {"model_version": version, "status": PredictionStatus.SUCCEEDED, "probability__isnull": False}
 
 
 def _study_cases(site: Site, version: ModelVersion, since: date | None, until: date | None) -> StudyCases:
     reviews = _latest_reviews(site, since, until)
-    readings = {
-        study_id: (_LABELS[finding], mode)
-        for study_id, finding, mode in reviews.annotate(mode=REVIEW_MODE).values_list("study_id", "finding", "mode")
-    }
-    if not readings:
+    # In one filter() call, so that every condition is on the same joined result (and values() reuses it).
+    conditions = {_RESULT + key: value for key, value in _results(version).items()}
+    rows = list(reviews.filter(**conditions, **{_IMAGE + "site": site}).values_list(*_COLUMNS))
+    if not rows:
         return StudyCases.empty()
-    predictions = Prediction.objects.filter(
-        model_version=version, status=PredictionStatus.SUCCEEDED, probability__isnull=False, image__site=site
-    )
-    if since is not None or until is not None:
-        # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters. Without a period
-        # the site's results are read whole and matched to the readings here, which is faster than a semi-join.
-        predictions = predictions.filter(image__study__in=reviews.values("study_id"))
-    rows = [row for row in predictions.values_list(*_PREDICTION_COLUMNS).order_by() if row[STUDY] in readings]
-    current = _current_per_image(rows, predictions)
-    if not current:
-        return StudyCases.empty()
-    return _cases_from(current, readings, version.threshold)
+    image, pk = _filled_column(rows, IMAGE, np.int64), _filled_column(rows, PK, np.int64)
+    kept = _current_per_image(image, pk, site, version, reviews, period=since is not None or until is not None)
+    if kept is not None:
+        rows = list(itertools.compress(rows, kept.tolist()))
+        image = image[kept]
+    return _cases_from(rows, image, version.threshold)
 
 
-def _current_per_image(rows: list[tuple], predictions: QuerySet[Prediction]) -> list[tuple]:
-    """Each image's newest succeeded result (``predictions_current_first``'s rule).
+def _column(rows: list[tuple], position: int, dtype: type) -> np.ndarray:
+    """One column of the rows as an array (None becomes NaN in a float column)."""
+    return np.array(list(map(itemgetter(position), rows)), dtype=dtype)
 
-    An image rarely has two results by one version (a re-run with another preprocessing): only then a third
+
+def _filled_column(rows: list[tuple], position: int, dtype: type) -> np.ndarray:
+    """``_column`` of a column without None, read straight into the array."""
+    return np.fromiter(map(itemgetter(position), rows), dtype=dtype, count=len(rows))
+
+
+def _current_per_image(
+    image: np.ndarray, pk: np.ndarray, site: Site, version: ModelVersion, reviews: QuerySet, *, period: bool
+) -> np.ndarray | None:
+    """Which rows are their image's newest succeeded result (``predictions_current_first``'s rule); None: all.
+
+    An image rarely has two results by one version (a re-run with another preprocessing): only then a second
     query reads their times, so the large query needs no sort.
     """
-    current: dict[int, tuple] = {}
-    repeated: list[tuple] = []
-    for row in rows:
-        kept = current.setdefault(row[IMAGE], row)
-        if kept is not row:
-            repeated.append(row)
-    if repeated:
-        images = {row[IMAGE] for row in repeated}
-        contenders = [row for row in rows if row[IMAGE] in images]
-        # The images with two results, as a subquery: a site-wide re-run must not become a list of ids.
-        twice = predictions.values("image").annotate(results=Count("pk")).filter(results__gt=1).values("image")
-        newest = dict(
-            predictions.filter(image__in=twice)
-            .annotate(at=Coalesce("finished_at", "created_at"))
-            .values_list("pk", "at")
-            .order_by()
-        )
-        for row in sorted(contenders, key=lambda r: (newest[r[PK]], r[PK])):
-            current[row[IMAGE]] = row
-    return list(current.values())
+    ordered = np.sort(image)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return None
+    predictions = Prediction.objects.filter(**_results(version), image__site=site)
+    if period:
+        # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters.
+        predictions = predictions.filter(image__study__in=reviews.values("study_id"))
+    # The images with two results, as a subquery: a site-wide re-run must not become a list of ids.
+    twice = predictions.values("image").annotate(results=Count("pk")).filter(results__gt=1).values("image")
+    newest = dict(
+        predictions.filter(image__in=twice).annotate(at=Coalesce("finished_at", "created_at")).values_list("pk", "at")
+    )
+    contenders = np.isin(image, repeated)
+    current: dict[int, tuple] = {}  # image -> (its newest result's time and id, that result's row)
+    images, results = image.tolist(), pk.tolist()
+    for row in np.flatnonzero(contenders).tolist():
+        key = (newest[results[row]], results[row])
+        if images[row] not in current or key > current[images[row]][0]:
+            current[images[row]] = (key, row)
+    kept = ~contenders
+    kept[[row for _, row in current.values()]] = True
+    return kept
 
 
-def _cases_from(current: list[tuple], readings: dict[int, tuple[int, str]], version_threshold: float) -> StudyCases:
+def _cases_from(rows: list[tuple], image: np.ndarray, version_threshold: float) -> StudyCases:
     """Per study: the highest of its images' results is the score and gives the groups; flagged if any is."""
-    columns = list(zip(*current, strict=True))
-    studies = np.array(columns[STUDY], dtype=np.int64)
-    probability = np.array(columns[PROBABILITY], dtype=float)
-    threshold = np.array(columns[THRESHOLD], dtype=float)  # None becomes NaN: the version's threshold then
+    studies = _filled_column(rows, STUDY, np.int64)
+    probability = _filled_column(rows, PROBABILITY, float)
+    threshold = _column(rows, THRESHOLD, float)  # NaN where none was recorded: the version's threshold then
     threshold = np.where(np.isnan(threshold), version_threshold, threshold)
-    order = np.lexsort((-probability, studies))  # by study, its highest result first
+    order = np.lexsort((image, -probability, studies))  # by study, its highest result first (ties: first image)
     ordered = studies[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     top = order[starts]
     flagged = np.logical_or.reduceat((probability >= threshold)[order], starts)
-    reading = [readings[study] for study in studies[top].tolist()]
+    tops = [rows[row] for row in top.tolist()]  # each study's row of its highest result
+    # Each study's text as a code for its combination of finding, mode, device, view and domain.
+    texts = list(map(_TEXT, tops))
+    combinations = {text: code for code, text in enumerate(dict.fromkeys(texts))}
+    code = np.fromiter(map(combinations.__getitem__, texts), dtype=np.int64, count=len(texts))
+    keys = list(combinations)
     groups = {
-        "device": _labelled(
-            zip(_take(columns[MANUFACTURER], top), _take(columns[MODEL_NAME], top), strict=True), device_label
-        ),
-        "age_band": _age_bands(np.array(columns[AGE], dtype=float)[top]),
-        "view": _labelled(_take(columns[VIEW], top), view_label),
-        "domain": _labelled(_take(columns[DOMAIN], top), lambda domain: domain or NOT_CHECKED),
-        "mode": _labelled((mode for _, mode in reading), lambda mode: mode or LIVE),
+        "device": _grouped(code, [device_label(k[2], k[3]) for k in keys]),
+        "age_band": _age_bands(_column(tops, AGE, float)),
+        "view": _grouped(code, [view_label(k[4]) for k in keys]),
+        "domain": _grouped(code, [k[5] or NOT_CHECKED for k in keys]),
+        "mode": _grouped(code, [k[1] or LIVE for k in keys]),
     }
-    return StudyCases(
-        labels=np.array([label for label, _ in reading], dtype=np.int8),
-        scores=probability[top],
-        flagged=flagged,
-        groups=groups,
-    )
+    labels = np.array([_LABELS[k[0]] for k in keys], dtype=np.int8)
+    return StudyCases(labels=labels[code], scores=probability[top], flagged=flagged, groups=groups)
 
 
-def _take(column: tuple, index: np.ndarray) -> list:
-    return [column[i] for i in index.tolist()]
-
-
-def _labelled(values: Iterable, label: Callable) -> Groups:
-    """Each value's group, labelled once per distinct value (a site has few devices, views, modes)."""
-    codes: dict = {}
-    index = [codes.setdefault(value, len(codes)) for value in values]
-    names = [label(*value) if isinstance(value, tuple) else label(value) for value in codes]
-    return _merged(np.array(index, dtype=np.int64), names)
-
-
-def _merged(index: np.ndarray, names: list[str]) -> Groups:
-    """Codes for the distinct labels (two values may share one, as blank and "unknown" do)."""
+def _grouped(code: np.ndarray, names: list[str]) -> Groups:
+    """Each study's group from its combination's ``names`` (two combinations often share one), sorted by name."""
     distinct = sorted(set(names))
     recode = np.array([distinct.index(name) for name in names], dtype=np.int64)
-    return Groups(recode[index] if len(index) else index, distinct)
+    return Groups(recode[code], distinct)
 
 
 def _age_bands(years: np.ndarray) -> Groups:
@@ -270,41 +300,3 @@ def age_band(years: float | None) -> str:
         if years < upper:
             return band
     return "65+"
-
-
-# --- Figures -------------------------------------------------------------------------------------
-
-
-def _threshold_in_force(site: Site, version: ModelVersion) -> float:
-    """The one place the report's threshold is chosen: the site's in force for the version, else the version's."""
-    from inference.thresholds import threshold_in_force
-
-    return threshold_in_force(site=site, version=version)[0]
-
-
-def _figures(cases: StudyCases, chosen: np.ndarray, threshold: float, target_sensitivity: float) -> dict:
-    labels = cases.labels[chosen]
-    decided = labels != INDETERMINATE
-    figures = validation_figures(
-        labels[decided],
-        cases.scores[chosen][decided],
-        cases.flagged[chosen][decided],
-        target_sensitivity=target_sensitivity,
-    )
-    return {
-        "n": figures.pop("n"),
-        "positives": figures.pop("positives"),
-        "prevalence": figures.pop("prevalence"),
-        "indeterminate": int(np.sum(~decided)),
-        "threshold": threshold,
-        **figures,
-    }
-
-
-def _split(cases: StudyCases, name: str, threshold: float, target_sensitivity: float) -> list[dict]:
-    """The figures per group: every age band (empty or not), else the groups present."""
-    groups = cases.groups[name]
-    return [
-        {"group": group, **_figures(cases, groups.index == i, threshold, target_sensitivity)}
-        for i, group in enumerate(groups.names)
-    ]
