@@ -91,7 +91,7 @@ def validation_model(*, name: str) -> ModelVersion:
 def report_threshold(site: Site, version: ModelVersion) -> float:
     """The threshold the report states as in force for the site and version: the one place it is chosen.
 
-    Each study's verdict is still its predictions' own recorded threshold (what the readers were shown).
+    The verdicts stay each result's own recorded threshold (the one its readers were shown).
     """
     return version.threshold
 
@@ -103,12 +103,20 @@ def validation_report(
     since: date | None = None,
     until: date | None = None,
     target_sensitivity: float = 0.95,
+    threshold: float | None = None,
 ) -> dict:
-    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day."""
+    """The report's figures (keys as issue 18 lists them); ``since`` and ``until`` bound the signing day.
+
+    With ``threshold``, the verdicts are every study's score against it (the figures a candidate threshold
+    would have had); without, each result's recorded threshold, and the report states the one in force.
+    """
     cases = _study_cases(site, model_version, since, until)
-    threshold = report_threshold(site, model_version)
+    if threshold is None:
+        threshold, flagged = report_threshold(site, model_version), cases.flagged
+    else:
+        flagged = cases.scores >= threshold  # the study's highest result reaches it: one of its results does
     decided = cases.labels != INDETERMINATE
-    scored = ScoredCases(cases.labels[decided], cases.scores[decided], cases.flagged[decided])
+    scored = ScoredCases(cases.labels[decided], cases.scores[decided], flagged[decided])
 
     def figures(chosen: np.ndarray | None, indeterminate: int) -> dict:
         found = scored.figures(chosen, target_sensitivity=target_sensitivity)

@@ -291,6 +291,17 @@ def test_it_reports_the_figures_computed_independently(demo_site, version, known
     assert calibration[4]["observed"] == pytest.approx(2 / 3)
 
 
+def test_it_judges_every_study_at_a_candidate_threshold(demo_site, version, known_readings) -> None:
+    since = timezone.localdate() - timedelta(days=30)
+    report = validation_report(site=demo_site, model_version=version, since=since, threshold=0.4)
+
+    at_candidate = [(label, score, score >= 0.4) for label, score, _ in known_readings]
+    assert at_candidate != known_readings  # 0.45 positives become hits, the 0.45 negative a false positive
+    _assert_figures(report, _independent_figures(at_candidate))
+    assert report["threshold"] == 0.4
+    assert report["auc"] == validation_report(site=demo_site, model_version=version, since=since)["auc"]
+
+
 def test_it_splits_the_figures_by_device_age_view_domain_and_mode(demo_site, version, known_readings) -> None:
     report = validation_report(site=demo_site, model_version=version, since=timezone.localdate() - timedelta(days=30))
 
