@@ -48,9 +48,13 @@ Key = tuple[int, int]  # (site id, model version id)
 def drift_check(*, day: date | None = None, references: Mapping[Key, float] | None = None) -> list[DriftAlarm]:
     """Open the alarms that ``day`` (default: yesterday, the last whole day) calls for; returns them.
 
-    ``references``: the agreement lower bound from the evidence behind a site's threshold, per (site, model);
-    without one, the version's shipped validation figures give it.
+    ``references``: the agreement lower bound from the evidence behind a site's threshold, per (site, model)
+    (default: the thresholds in force, ``inference.thresholds``); without one, the version's shipped
+    validation figures give it.
     """
+    from inference.thresholds import site_threshold_references
+
+    references = site_threshold_references() if references is None else references
     day = day or timezone.localdate() - timedelta(days=1)
     start = day - timedelta(days=WINDOW_DAYS - 1)
     figures = drift_daily_figures(start=start, until=day)

@@ -6,18 +6,23 @@ hospital's governance committee (the print stylesheet does the same when printed
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from cases import selectors
 from cases.audit import audit_record
 from cases.validation import LIVE_READINGS_NOTE, validation_model, validation_report, validation_site
 from inference.selectors import model_versions
+from inference.thresholds import SiteThresholdRefused, evidence_shortfall, site_threshold_in_force, site_threshold_set
 
 SPLIT_TITLES = (
     ("by_device", "By device (manufacturer and model)"),
@@ -67,5 +72,41 @@ def validation_page(request: HttpRequest) -> HttpResponse:
     )  # fmt: skip
     splits = [(title, report[key]) for key, title in SPLIT_TITLES]
     context |= {"report": report, "version": version, "site": site, "target": target, "splits": splits,
-                "generated_at": timezone.now()}  # fmt: skip
+                "generated_at": timezone.now(), "site_threshold": site_threshold_in_force(site=site, version=version),
+                "shortfall": evidence_shortfall(n=report["n"], positives=report["positives"])}  # fmt: skip
     return render(request, "validation/report.html", context)
+
+
+class SiteThresholdForm(forms.Form):
+    site = forms.CharField(max_length=32)
+    model = forms.CharField(max_length=100)
+    threshold = forms.FloatField(min_value=0.0, max_value=1.0)
+    reason = forms.CharField(max_length=2000, required=False)
+    since = forms.DateField(required=False)
+    until = forms.DateField(required=False)
+
+
+@login_required
+@require_POST
+def validation_threshold_set(request: HttpRequest) -> HttpResponse:
+    """Set the site's threshold from the report page (the service of ``POST /api/v1/site-thresholds/``)."""
+    if not selectors.user_is_admin(user=request.user):
+        raise PermissionDenied("Site thresholds are set by admins.")
+    form = SiteThresholdForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Give a site, a model and a threshold between 0 and 1.")
+    data = form.cleaned_data
+    site = validation_site(user=request.user, code=data["site"])
+    version = validation_model(name=data["model"])
+    try:
+        chosen = site_threshold_set(
+            site=site, version=version, threshold=data["threshold"], reason=data["reason"], user=request.user,
+            request=request, since=data["since"], until=data["until"],
+        )  # fmt: skip
+    except SiteThresholdRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{site.code} now flags {version.name}'s results at {chosen.threshold:.3f}.")
+    query = {"site": site.code, "model": version.name}
+    query |= {key: data[key].isoformat() for key in ("since", "until") if data[key]}
+    return redirect(f"{reverse('validation')}?{urlencode(query)}")

@@ -332,6 +332,9 @@ PNEUMO_RESULT_RETRY_HOURS = envint("PNEUMO_RESULT_RETRY_HOURS", 72, minimum=1)
 PNEUMO_SOURCE_SILENCE_HOURS = envint("PNEUMO_SOURCE_SILENCE_HOURS", 24, minimum=1)
 # A day counts for the drift alarm on agreement only with this many signed studies (cases.drift).
 PNEUMO_DRIFT_MIN_DAILY = envint("PNEUMO_DRIFT_MIN_DAILY", 10, minimum=1)
+# The local evidence a site threshold needs; with less, an admin must say why (inference.thresholds).
+PNEUMO_SITE_THRESHOLD_MIN_STUDIES = envint("PNEUMO_SITE_THRESHOLD_MIN_STUDIES", 100, minimum=1)
+PNEUMO_SITE_THRESHOLD_MIN_POSITIVES = envint("PNEUMO_SITE_THRESHOLD_MIN_POSITIVES", 20, minimum=1)
 
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -10,7 +10,8 @@ from csp.decorators import csp_update
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from cases.api import fhir, schema, validation, views  # schema also registers the token scheme with drf-spectacular
+# schema also registers the token scheme with drf-spectacular
+from cases.api import fhir, schema, site_thresholds, validation, views
 
 app_name = "api"
 
@@ -39,6 +40,7 @@ v1 = [
     path("stats/", views.StatsView.as_view(), name="stats"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
     path("validation/", validation.ValidationReportView.as_view(), name="validation"),
+    path("site-thresholds/", site_thresholds.SiteThresholdListView.as_view(), name="site-threshold-list"),
 ]
 
 docs_view = schema.SwaggerPage.as_view(url_name="api:schema")

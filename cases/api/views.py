@@ -297,7 +297,6 @@ class SiteListView(ApiView):
 
 
 class SiteDetailView(ApiView):
-
     @extend_schema(responses=responses({200: s.SiteSerializer}, 404), summary="One of your sites")
     def get(self, request: Request, code: str) -> Response:
         return Response(s.SiteSerializer(_site_for(request.user, code)).data)

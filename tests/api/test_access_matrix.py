@@ -110,6 +110,9 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("audit-list", "get"): ADMIN_ONLY,
     # Admins only, checked before the query: the matrix asks with none, so an admin is told what is missing.
     ("validation", "get"): {**ADMIN_ONLY, "admin": 400},
+    # Admins only, checked before the body or query; the matrix sends no body, so an admin is told what is missing.
+    ("site-threshold-list", "get"): ADMIN_ONLY,
+    ("site-threshold-list", "post"): {**ADMIN_ONLY, "admin": 400},
 }
 # Routes whose object belongs to no site (every user sees the same model versions).
 SITELESS_OBJECTS = {"model-detail"}
