@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -247,21 +248,28 @@ def _scope_files_record(version: ModelVersion, model_dir: Path) -> ModelVersion:
     return version
 
 
-def scope_checks_load(version: ModelVersion) -> ScopeChecks:
-    """Both scope checks of ``version``, each file matching its registered sha256 and fitted on its input."""
+def scope_checks_load(version: ModelVersion, *, read: Mapping[str, DomainCheck] | None = None) -> ScopeChecks:
+    """Both scope checks of ``version``, each file matching its registered sha256 and fitted on its input.
+
+    ``read``: checks this process already read from a file of that sha256 (the versions that share the
+    frozen base share one chest check file, which a new worker process then reads once).
+    """
     if not all(getattr(version, name) for name in SCOPE_FIELDS):
         raise ModelNotReady(
             f"{version.name} has no domain check and chest check: without them nobody can tell whether the model "
             "applies to an image (ship models/<name>/domain.json with its files and run prepare_models)"
         )
-    chest = _scope_check(version, version.chest_check_path, version.chest_check_sha256, CHEST)
-    own = _scope_check(version, version.domain_check_path, version.domain_check_sha256, VERSION)
+    read = read or {}
+    chest = _scope_check(version, version.chest_check_path, version.chest_check_sha256, CHEST, read)
+    own = _scope_check(version, version.domain_check_path, version.domain_check_sha256, VERSION, read)
     return ScopeChecks(chest=chest, version=own)
 
 
-def _scope_check(version: ModelVersion, path: str, sha256: str, kind: str) -> DomainCheck:
+def _scope_check(
+    version: ModelVersion, path: str, sha256: str, kind: str, read: Mapping[str, DomainCheck]
+) -> DomainCheck:
     try:
-        check = domain_check_load(resolve_path(path), sha256=sha256)
+        check = read.get(sha256) or domain_check_load(resolve_path(path), sha256=sha256)
     except (OSError, ValueError) as exc:
         raise ModelFileMismatch(f"{kind} check of {version.name}: {exc}") from exc
     if check.kind != kind or check.preprocessing_version != version.preprocessing_version:

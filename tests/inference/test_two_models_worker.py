@@ -64,10 +64,41 @@ def test_the_shared_pass_gives_each_head_its_own_probability(active_model) -> No
     child, adult = actives[Population.PAEDIATRIC], actives[Population.ADULT]
     image = np.asarray(PILImage.open(ADULT_FILM).convert("L"))
     own, other = runtime.classifier_for(child).predict_heads(image, heads=[runtime.head_for(adult)], heatmap=True)
-    alone = runtime.classifier_for(adult).predict(image, heatmap=True)
+    alone = runtime.classifier_load(adult).predict(image, heatmap=True)  # on an interpreter of its own
 
     # The adult head on the paediatric pass equals the adult version's own conversion.
     assert other.probability == pytest.approx(alone.probability, abs=1e-4)
     assert np.allclose(other.heatmap, alone.heatmap, atol=1e-3)
     expected = softmax(head_logits(own.pooled_features[np.newaxis], runtime.head_for(adult).head))[0, 1]
     assert other.probability == pytest.approx(float(expected))
+
+
+def test_a_worker_process_loads_one_interpreter_and_one_chest_check_for_both_versions(active_model) -> None:
+    from inference import runtime
+    from inference.classifier import LiteRTClassifier
+
+    actives = active_model_versions()
+    child, adult = actives[Population.PAEDIATRIC], actives[Population.ADULT]
+    image = np.asarray(PILImage.open(ADULT_FILM).convert("L"))
+    caches = (runtime._loaded, runtime._scope_loaded, runtime._checks_read)
+    for cache in caches:
+        cache.clear()  # a new pool process's
+    try:
+        runtime.versions_preload([adult, child])  # as a pool process does after the fork (by population)
+        first, second = runtime.classifier_for(adult), runtime.classifier_for(child)
+        child_checks, adult_checks = runtime.scope_checks_for(child), runtime.scope_checks_for(adult)
+        served = runtime.classifier_for(child).predict(image, heatmap=True)
+        own = runtime.classifier_load(child).predict(image, heatmap=True)
+    finally:
+        for cache in caches:
+            cache.clear()
+
+    # The paediatric version's result: its own head on the adult version's pass, as its own conversion gives it.
+    assert isinstance(first, LiteRTClassifier)
+    assert isinstance(second, runtime.HeadOnSharedBase) and second.base is first
+    assert served.probability == pytest.approx(own.probability, abs=1e-4)
+    assert np.allclose(served.heatmap, own.heatmap, atol=1e-3)
+    assert served.input_sha256 == own.input_sha256
+    # Their one chest check file is read once; each keeps its own domain check.
+    assert child.chest_check_sha256 == adult.chest_check_sha256
+    assert child_checks.chest is adult_checks.chest and child_checks.version is not adult_checks.version
