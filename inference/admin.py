@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from inference import registry
-from inference.models import ModelVersion, Prediction
+from inference.models import ModelVersion, Prediction, SiteThreshold
 
 # Written by the registry alone (conversion, parity gate, activation), never typed in.
 MANAGED_FIELDS = (
@@ -129,4 +129,23 @@ class PredictionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Prediction | None = None) -> bool:
+        return False
+
+
+@admin.register(SiteThreshold)
+class SiteThresholdAdmin(admin.ModelAdmin):
+    """Read-only: a site threshold is set from the validation report page or the API, with its evidence checked."""
+
+    list_display = ("site", "model_version", "threshold", "evidence_sufficient", "created_by", "created_at")
+    list_filter = ("site", "model_version", "evidence_sufficient")
+    list_select_related = ("site", "model_version", "created_by")
+    readonly_fields = [f.name for f in SiteThreshold._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SiteThreshold | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SiteThreshold | None = None) -> bool:
         return False

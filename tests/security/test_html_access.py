@@ -36,7 +36,7 @@ from cases.models import (
     Review,
     User,
 )
-from inference.models import ModelVersion
+from inference.models import ModelVersion, SiteThreshold
 from tests.api.conftest import SiteWorld, site_world
 
 pytestmark = pytest.mark.django_db
@@ -137,6 +137,8 @@ PAGES: dict[tuple[str, str], dict[str, int]] = {
     ("audit_export_csv", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
     # Without a site and model the page offers the choice.
     ("validation", "get"): {"anon": 302, "tech": 403, "rad": 403, "admin": 200},
+    # Posted without a site, model or threshold: refused as a bad request, after the role check.
+    ("validation_threshold_set", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
     ("operations", "get"): ADMINS_ONLY,
     # Posted without a prediction or a site: refused as a bad request, after the role check.
     ("operations_prediction_retry", "post"): {"anon": 302, "tech": 403, "rad": 403, "admin": 400},
@@ -201,6 +203,8 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "cases_outboxitem": AdminModel(lambda w, s: w.outbox_item, sited=False, refused=APPEND_ONLY),
     # A drift alarm is opened by the daily check and acknowledged by an action, never added or deleted by hand.
     "cases_driftalarm": AdminModel(lambda w, s: w.drift_alarm, sited=False, refused=APPEND_ONLY),
+    # A site threshold is set from the validation report (its evidence checked), never by hand in the admin.
+    "inference_sitethreshold": AdminModel(lambda w, s: w.site_threshold, sited=False, refused=APPEND_ONLY),
 }
 ADMIN_PAGES = ("changelist", "add", "change", "history", "delete", "redirect", "password")
 
@@ -239,6 +243,7 @@ class World:
     destination: ResultDestination
     outbox_item: OutboxItem
     drift_alarm: DriftAlarm
+    site_threshold: SiteThreshold
 
     def site(self, code: str) -> SiteWorld:
         return self.demo if code == "DEMO" else self.north
@@ -297,6 +302,9 @@ def world(demo_site, north_site, rad, colleague_rad, north_rad, make_patient, ma
         ),
         drift_alarm=DriftAlarm.objects.create(
             site=demo_site, model_version=version, kind=DriftKind.AGREEMENT, day=timezone.localdate(), figures={}
+        ),
+        site_threshold=SiteThreshold.objects.create(
+            site=demo_site, model_version=version, threshold=0.4, evidence={}, evidence_sufficient=False
         ),
     )
 
