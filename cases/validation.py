@@ -25,6 +25,7 @@ from datetime import date, timedelta
 from operator import itemgetter
 
 import numpy as np
+from django.db import connection
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -219,37 +220,41 @@ def _filled_column(rows: list[tuple], position: int, dtype: type) -> np.ndarray:
     return np.fromiter(map(itemgetter(position), rows), dtype=dtype, count=len(rows))
 
 
+# Re-run images' results are listed by id up to this many (or the database's limit on parameters, SQLite's
+# 999, less a margin for the query's others); more are found through a subquery.
+REPEATED_IDS_MAX = 10_000
+
+
 def _current_per_image(
     image: np.ndarray, pk: np.ndarray, site: Site, version: ModelVersion, reviews: QuerySet, *, period: bool
 ) -> np.ndarray | None:
     """Which rows are their image's newest succeeded result (``predictions_current_first``'s rule); None: all.
 
     An image rarely has two results by one version (a re-run with another preprocessing): only then a second
-    query reads their times, so the large query needs no sort.
+    query has the database order their results newest first (their times are never read: converting 100,000
+    time stamps would cost more than the report), so the large query needs no sort.
     """
     ordered = np.sort(image)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(repeated):
         return None
-    predictions = Prediction.objects.filter(**_results(version), image__site=site)
-    if period:
-        # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters.
-        predictions = predictions.filter(image__study__in=reviews.values("study_id"))
-    # The images with two results, as a subquery: a site-wide re-run must not become a list of ids.
-    twice = predictions.values("image").annotate(results=Count("pk")).filter(results__gt=1).values("image")
-    newest = dict(
-        predictions.filter(image__in=twice).annotate(at=Coalesce("finished_at", "created_at")).values_list("pk", "at")
-    )
     contenders = np.isin(image, repeated)
-    current: dict[int, tuple] = {}  # image -> (its newest result's time and id, that result's row)
-    images, results = image.tolist(), pk.tolist()
-    for row in np.flatnonzero(contenders).tolist():
-        key = (newest[results[row]], results[row])
-        if images[row] not in current or key > current[images[row]][0]:
-            current[images[row]] = (key, row)
-    kept = ~contenders
-    kept[[row for _, row in current.values()]] = True
-    return kept
+    predictions = Prediction.objects.filter(**_results(version), image__site=site)
+    listed = min(connection.features.max_query_params or REPEATED_IDS_MAX, REPEATED_IDS_MAX) - 10
+    if np.count_nonzero(contenders) <= listed:
+        predictions = predictions.filter(pk__in=pk[contenders].tolist())
+    else:
+        if period:
+            # A subquery, not the ids: 100,000 of them would pass SQLite's limit on parameters.
+            predictions = predictions.filter(image__study__in=reviews.values("study_id"))
+        # The images with two results, as a subquery: a site-wide re-run must not become a list of ids.
+        twice = predictions.values("image").annotate(results=Count("pk")).filter(results__gt=1).values("image")
+        predictions = predictions.filter(image__in=twice)
+    newest_first = predictions.order_by("image", Coalesce("finished_at", "created_at").desc(), "-pk")
+    current = {}  # image -> its current result
+    for result_image, result in newest_first.values_list("image", "pk"):
+        current.setdefault(result_image, result)
+    return ~contenders | np.isin(pk, list(current.values()))
 
 
 def _cases_from(rows: list[tuple], image: np.ndarray, version_threshold: float) -> StudyCases:

@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from sklearn.metrics import roc_auc_score
 
+from cases import validation
 from cases import validation_stats as vs
 from cases.ingest import IncomingFile, studies_ingest
 from cases.models import AuditEvent, Image, Review
@@ -391,6 +392,21 @@ def test_it_reads_the_times_of_re_run_images_in_one_more_query(
     with django_assert_num_queries(2):
         report = validation_report(site=demo_site, model_version=version)
     assert report["n"] == 12
+
+
+@pytest.mark.parametrize("days", [None, 30])
+def test_it_finds_re_run_images_through_a_subquery_past_the_listed_ids(
+    demo_site, version, known_readings, django_assert_num_queries, monkeypatch, days
+) -> None:
+    since = timezone.localdate() - timedelta(days=days) if days else None
+    listed = validation_report(site=demo_site, model_version=version, since=since)
+    monkeypatch.setattr(validation, "REPEATED_IDS_MAX", 11)  # one id listed at most: the re-run's two are more
+
+    with django_assert_num_queries(2) as captured:
+        report = validation_report(site=demo_site, model_version=version, since=since)
+
+    assert "HAVING" in captured.captured_queries[1]["sql"]
+    assert report == listed and report["n"] == (11 if days else 12)
 
 
 # --- Devices: recorded at ingest, filled in by the migration --------------------------------------------
