@@ -126,10 +126,17 @@ def _at(day: date, hour: int = 12) -> datetime:
 
 def _readings(site, version, rad, day: date, *, agree: int, disagree: int, outside: int = 0) -> None:
     """``agree + disagree`` studies read on ``day``: the AI positive on each, the radiologist agreeing or not."""
-    count = agree + disagree
+    findings = [Finding.PNEUMONIA] * agree + [Finding.NO_PNEUMONIA] * disagree
+    signed_readings(site, version, rad, day, [(finding, 0.9) for finding in findings], outside=outside)
+
+
+def signed_readings(
+    site, version, rad, day: date, readings: list[tuple[str, float]], *, outside: int = 0, ai_mode: str = ""
+) -> None:
+    """One signed study per (finding, the AI's probability), predicted and read on ``day`` under ``ai_mode``."""
     patient = Patient.objects.create(site=site, patient_id=f"D{next(_serial)}")
     studies = Study.objects.bulk_create(
-        Study(site=site, patient=patient, study_instance_uid=f"1.2.826.0.1.99.{next(_serial)}") for _ in range(count)
+        Study(site=site, patient=patient, study_instance_uid=f"1.2.826.0.1.99.{next(_serial)}") for _ in readings
     )
     images = Image.objects.bulk_create(
         Image(
@@ -149,22 +156,24 @@ def _readings(site, version, rad, day: date, *, agree: int, disagree: int, outsi
             model_version=version,
             preprocessing_version="test-v1",
             status=PredictionStatus.SUCCEEDED,
-            probability=0.9,
+            probability=probability,
             threshold=0.5,
             finished_at=_at(day, 9),
             domain=AiDomain.OUTSIDE_DOMAIN if i < outside else AiDomain.IN_DOMAIN,
+            ai_mode=ai_mode,
         )
-        for i, image in enumerate(images)
+        for i, (image, (_, probability)) in enumerate(zip(images, readings, strict=True))
     )
     Review.objects.bulk_create(
         Review(
             study=s,
             radiologist=rad,
-            finding=Finding.PNEUMONIA if i < agree else Finding.NO_PNEUMONIA,
-            agreement="agree" if i < agree else "disagree",
+            finding=finding,
+            agreement="agree" if (finding == Finding.PNEUMONIA) == (probability >= 0.5) else "disagree",
             signed_at=_at(day, 15),
+            ai_mode=ai_mode,
         )
-        for i, s in enumerate(studies)
+        for s, (finding, probability) in zip(studies, readings, strict=True)
     )
 
 

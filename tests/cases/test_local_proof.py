@@ -14,12 +14,11 @@ from rest_framework.test import APIClient
 
 from cases.api.tokens import token_create
 from cases.drift import drift_check
-from cases.models import AuditEvent, DriftKind, Finding, Image, Patient, Review, Study
-from cases.states import StudyStatus
+from cases.models import AuditEvent, DriftKind, Finding
 from cases.validation_stats import wilson_interval
-from inference.models import AiDomain, AiMode, Prediction, PredictionStatus
+from inference.models import AiMode, Prediction
 from inference.services import study_ai_refresh
-from tests.cases.test_drift import FIRST, LAST, _at, _readings
+from tests.cases.test_drift import FIRST, LAST, _readings, signed_readings
 
 _serial = itertools.count(1)
 
@@ -30,57 +29,11 @@ def _client(user) -> APIClient:
     return client
 
 
-def _shadow_month(site, version, rad, scores: list[tuple[str, float]]) -> None:
-    """Studies read blind in the month before the drift window: (finding, the AI's stored probability)."""
-    patient = Patient.objects.create(site=site, patient_id=f"S{next(_serial)}")
-    studies = Study.objects.bulk_create(
-        Study(
-            site=site,
-            patient=patient,
-            study_instance_uid=f"1.2.826.0.1.97.{next(_serial)}",
-            status=StudyStatus.REPORTED,
-        )
-        for _ in scores
-    )
-    images = Image.objects.bulk_create(
-        Image(
-            study=s,
-            site=site,
-            sop_instance_uid=f"1.2.826.0.1.96.{next(_serial)}",
-            kind="dicom",
-            sha256="0" * 64,
-            ai_eligibility="eligible",
-            file="studies/test/x.dcm",
-        )
-        for s in studies
-    )
+def _shadow_month(site, version, rad, readings: list[tuple[str, float]]) -> None:
+    """Studies read blind over the 30 days before the drift window: (finding, the AI's stored probability)."""
     first = FIRST - timedelta(days=60)
-    Prediction.objects.bulk_create(
-        Prediction(
-            image=image,
-            model_version=version,
-            preprocessing_version="test-v1",
-            status=PredictionStatus.SUCCEEDED,
-            probability=probability,
-            threshold=version.threshold,
-            threshold_source="model",
-            ai_mode=AiMode.SHADOW,
-            finished_at=_at(first + timedelta(days=i % 30), 9),
-            domain=AiDomain.IN_DOMAIN,
-        )
-        for i, (image, (_, probability)) in enumerate(zip(images, scores, strict=True))
-    )
-    Review.objects.bulk_create(
-        Review(
-            study=s,
-            radiologist=rad,
-            finding=finding,
-            agreement="agree" if (finding == Finding.PNEUMONIA) == (probability >= version.threshold) else "disagree",
-            ai_mode=AiMode.SHADOW,
-            signed_at=_at(first + timedelta(days=i % 30), 15),
-        )
-        for i, (s, (finding, probability)) in enumerate(zip(studies, scores, strict=True))
-    )
+    for day in range(30):
+        signed_readings(site, version, rad, first + timedelta(days=day), readings[day::30], ai_mode=AiMode.SHADOW)
 
 
 @pytest.mark.slow
