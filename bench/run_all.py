@@ -32,6 +32,7 @@ SCRIPTS = [
     ),
     ("Slow clients against make run's web server", ["bench/slow_clients.py", "--web-only", "--seconds", "15"]),
     ("Uploads: memory after refusals, zip bombs", ["bench/upload_memory.py"]),
+    ("Local validation report, 100,000 signed studies", ["bench/validation.py", "--studies", "100000", "--runs", "5"]),
 ]
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

@@ -92,9 +92,12 @@ def validation_model(*, name: str) -> ModelVersion:
 def report_threshold(site: Site, version: ModelVersion) -> float:
     """The threshold the report states as in force for the site and version: the one place it is chosen.
 
-    The verdicts stay each result's own recorded threshold (the one its readers were shown).
+    The site's own once one is set (``inference.thresholds``), else the version's; one query. The verdicts
+    stay each result's own recorded threshold (the one its readers were shown).
     """
-    return version.threshold
+    from inference.thresholds import threshold_in_force
+
+    return threshold_in_force(site=site, version=version)[0]
 
 
 def validation_report(

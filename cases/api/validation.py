@@ -60,7 +60,10 @@ class ValidationFiguresSerializer(serializers.Serializer):
     )
     auc = _share()
     auc_ci = _interval()
-    threshold = serializers.FloatField(help_text="The version's threshold in force")
+    threshold = serializers.FloatField(
+        help_text="The threshold in force at the site: its own once set (POST /api/v1/site-thresholds/), else the "
+        "version's"
+    )
     sensitivity = _share()
     sensitivity_ci = _interval()
     specificity = _share()
@@ -78,7 +81,12 @@ class ValidationGroupSerializer(ValidationFiguresSerializer):
     group = serializers.CharField()
 
 
+class ValidationModeGroupSerializer(ValidationGroupSerializer):
+    readers_saw_ai = serializers.BooleanField(help_text="Live readings were made seeing the AI: biased upwards")
+
+
 class ValidationReportSerializer(ValidationFiguresSerializer):
+    caveat = serializers.CharField(help_text="How to read the comparison (live readers saw the AI)")
     site = serializers.CharField()
     model = serializers.CharField()
     since = serializers.DateField(allow_null=True)
@@ -87,7 +95,7 @@ class ValidationReportSerializer(ValidationFiguresSerializer):
     by_age_band = ValidationGroupSerializer(many=True)
     by_view = ValidationGroupSerializer(many=True)
     by_domain = ValidationGroupSerializer(many=True)
-    by_mode = ValidationGroupSerializer(many=True)
+    by_mode = ValidationModeGroupSerializer(many=True)
 
 
 class ValidationReportView(ApiView):

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from cases.models import AuditEvent, Review, Study
 from cases.states import StudyStatus
+from cases.validation import validation_report
 from cases.validation_stats import wilson_interval
 from inference.models import Prediction, SiteThreshold
 from inference.services import study_ai_refresh
@@ -182,6 +183,7 @@ def test_the_newest_threshold_is_in_force_and_gives_the_drift_reference(demo_sit
     newest = site_threshold_set(site=demo_site, version=version, threshold=0.4, reason="Second", user=admin_user)
 
     assert threshold_in_force(site=demo_site, version=version) == (0.4, "site")
+    assert validation_report(site=demo_site, model_version=version)["threshold"] == 0.4  # the report states it
     low = newest.evidence["agreement_ci"][0]
     assert site_threshold_references() == {(demo_site.pk, version.pk): pytest.approx(low)}
 
