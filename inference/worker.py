@@ -1,16 +1,15 @@
-"""Worker-process wiring: a heartbeat for /health/, the startup objects frozen before the fork, the model after it."""
+"""Worker-process wiring: a heartbeat for /health/ and the model loaded after the fork."""
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from celery.signals import worker_before_create_process, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from inference.broker import HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX, redis_client
 
@@ -61,20 +60,6 @@ def _stop_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     _stop.set()
     with contextlib.suppress(redis.RedisError, OSError):
         redis_client().delete(f"{WORKER_KEY_PREFIX}{getattr(sender, 'hostname', 'worker')}")
-
-
-@worker_before_create_process.connect
-def _freeze_startup_objects(**kwargs: Any) -> None:
-    """Take what the main process holds at its first fork (modules, classes, settings) out of the collector's sight.
-
-    Celery runs a full ``gc.collect()`` before it forks each pool process: over the ~90,000 objects of
-    Django, NumPy and Celery that is 30 to 90 ms before a new worker's first result, and each pool
-    process would walk them again, writing to pages it shares with the main process. Frozen once, at
-    startup, they are never scanned again (they live as long as the process; reference counting still
-    frees them); the objects of later work are collected as usual.
-    """
-    if not gc.get_freeze_count():
-        gc.freeze()
 
 
 @worker_process_init.connect
