@@ -186,13 +186,13 @@ def test_it_leaves_an_admins_choice_of_the_packaged_model_alone(active_model, ad
 def test_the_shipped_224_model_serves_an_exact_7x7_gradcam(active_model) -> None:
     from inference.classifier import preprocess, preprocessing_get, raw_gradcam
     from inference.conversion import gradient_tape_gradcam, load_images, load_keras_model
-    from inference.runtime import classifier_for
+    from inference.runtime import classifier_load
 
     assert active_model.name == SHIPPED.name and active_model.input_size == 224
     preprocessing = preprocessing_get(active_model.preprocessing_version)
     images = load_images([path for path, _ in packaged_sample_images()])
     batch = np.concatenate([preprocess(image, preprocessing) for image in images])
-    classifier = classifier_for(active_model)
+    classifier = classifier_load(active_model)  # its own conversion, whatever this process already loaded
     feature_maps, _ = classifier.run(batch)
     served = np.stack([raw_gradcam(fm, classifier.head) for fm in feature_maps])
     tape = gradient_tape_gradcam(load_keras_model(active_model.source_path), batch)
