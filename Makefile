@@ -18,6 +18,8 @@ $(STAMP): requirements.txt requirements-model.txt
 install: $(STAMP)
 
 run: $(STAMP)
+	# Bytecode once, for workers that start with PYTHONDONTWRITEBYTECODE set (about 30 ms of a cold start).
+	$(BIN)/python -m compileall -q cases inference pneumo
 	$(BIN)/python scripts/run.py
 
 lint: $(STAMP)
