@@ -153,24 +153,27 @@ def predictions_enqueue(*, prediction_ids: list[int]) -> int:
     and the sweeper publishes them once the broker is back.
     """
     from inference.broker import publishing_connection
+
+    sent: list[int] = []
+    try:
+        # A pooled connection (inference.broker): the exception that ends a failed batch inside the
+        # block makes the pool replace it rather than hand a broken socket to the next request.
+        with publishing_connection() as connection:
+            _publish(connection, prediction_ids, sent)
+    except Exception as exc:  # noqa: BLE001 - any broker error, or no free connection: leave it to the sweeper
+        failed = prediction_ids[len(sent)] if len(sent) < len(prediction_ids) else None
+        logger.warning("could not queue prediction %s (%s); the sweeper will retry", failed, type(exc).__name__)
+    return len(sent)
+
+
+def _publish(connection, prediction_ids: list[int], sent: list[int]) -> None:
     from inference.tasks import prediction_run_task
 
-    sent = 0
-    with publishing_connection() as connection:
-        for prediction_id in prediction_ids:
-            try:
-                # No retry here: a broker that did not answer within the timeout is left to the sweeper.
-                prediction_run_task.apply_async(
-                    kwargs={"prediction_id": prediction_id}, connection=connection, retry=False
-                )
-            except Exception as exc:  # noqa: BLE001 - any broker error: leave it to the sweeper
-                logger.warning(
-                    "could not queue prediction %s (%s); the sweeper will retry", prediction_id, type(exc).__name__
-                )
-                break
-            Prediction.objects.filter(pk=prediction_id, status=P.PENDING).update(queued_at=timezone.now())
-            sent += 1
-    return sent
+    for prediction_id in prediction_ids:
+        # No retry here: a broker that did not answer within the timeout is left to the sweeper.
+        prediction_run_task.apply_async(kwargs={"prediction_id": prediction_id}, connection=connection, retry=False)
+        Prediction.objects.filter(pk=prediction_id, status=P.PENDING).update(queued_at=timezone.now())
+        sent.append(prediction_id)
 
 
 def prediction_claim(*, prediction_id: int, hostname: str = "", task_id: str = "") -> Prediction | None:
