@@ -182,15 +182,19 @@ def bench_latency(site: Site, runs: int) -> list[tuple[str, float, float, tuple]
 
 
 def standalone_rate(payloads: list[tuple[str, bytes]], database_url: str) -> float:
-    """Decode + preprocessing + served inference alone, one process per core, studies per second."""
+    """Decode + preprocessing + served inference alone, one process per core at once, studies per second.
+
+    Each process loads its share and its models, then waits for the others: without that start line
+    the first ran its share with the machine to itself (decoding uses every core) before the last had
+    read its own, and the rate counted the machine twice.
+    """
     code = (
         "import sys,time,pickle; sys.path.insert(0,'.');"
-        "from bench.e2e import _standalone; print(_standalone(pickle.load(sys.stdin.buffer)))"
+        "from bench.e2e import _standalone; print(*_standalone(pickle.load(sys.stdin.buffer), sys.stdin.buffer))"
     )
     import pickle
 
     cores = os.cpu_count() or 1
-    started = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["DATABASE_URL"] = database_url  # the site's, so that "alone" runs the version the site serves
     procs = [
@@ -200,13 +204,19 @@ def standalone_rate(payloads: list[tuple[str, bytes]], database_url: str) -> flo
     share = [payloads[i::cores] for i in range(cores)]
     for proc, part in zip(procs, share, strict=True):
         proc.stdin.write(pickle.dumps(part))
+        proc.stdin.flush()
+    for proc in procs:  # each says it is ready: share read, models loaded, first image done
+        while proc.stdout.readline().strip() != b"ready":
+            pass
+    for proc in procs:
+        proc.stdin.write(b"go\n")
         proc.stdin.close()
-    busy = [float(proc.stdout.read().decode().strip().splitlines()[-1]) for proc in procs]
-    del started
-    return len(payloads) / max(busy)
+    spans = [tuple(map(float, proc.stdout.read().decode().strip().splitlines()[-1].split())) for proc in procs]
+    return len(payloads) / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
-def _standalone(payloads: list[tuple[str, bytes]]) -> float:
+def _standalone(payloads: list[tuple[str, bytes]], start_line) -> tuple[float, float]:
+    """The share's (start, end) wall-clock times, after a warm-up and the parent's start line."""
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pneumo.settings")
@@ -219,11 +229,18 @@ def _standalone(payloads: list[tuple[str, bytes]]) -> float:
 
     # The versions the running site serves (its database), each image routed as the worker routes it.
     actives = active_model_versions()
-    started = time.perf_counter()
-    for name, data in payloads:
+
+    def run(name: str, data: bytes) -> None:
         decoded = decode(data, filename=name, max_bytes=2**28, max_pixels=60_000_000)
         image_scope_routed(decoded.model_image, route=route_image(decoded.metadata.age_years, actives))
-    return time.perf_counter() - started
+
+    run(*payloads[0])  # the models loaded, as a running worker has them
+    print("ready", flush=True)
+    start_line.readline()
+    started = time.time()
+    for name, data in payloads:
+        run(name, data)
+    return started, time.time()
 
 
 def bench_throughput(site: Site, studies: int) -> tuple[float, float, dict]:
