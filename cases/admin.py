@@ -59,6 +59,22 @@ class AuditedAdmin(admin.ModelAdmin):
             self.delete_model(request, obj)
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """A record of what happened (a signature, an audit event, what left Pneumo, an alarm): never added or deleted
+    by hand, so neither is the bulk delete action offered; changed only where ``changeable`` (its own actions)."""
+
+    changeable = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.changeable and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(Site)
 class SiteAdmin(AuditedAdmin):
     list_display = ("code", "name", "ai_mode", "ai_outside_validated_use", "retention_days", "created_at")
@@ -335,39 +351,22 @@ class ImageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Review)
-class ReviewAdmin(admin.ModelAdmin):
+class ReviewAdmin(RecordAdmin):
+    """Signed reviews are frozen: amendments are made from the study page."""
+
     list_display = ("study", "version", "radiologist", "finding", "ai_label", "agreement", "reason", "signed_at")
     list_filter = ("finding", "agreement", "reason", "model_version")
     search_fields = ("study__patient__patient_id",)
     list_select_related = ("study", "radiologist")
 
-    # Signed reviews are frozen: amendments are made from the study page.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(RecordAdmin):
     actions = [audit_export_action]
     list_display = ("created_at", "username", "action", "object_type", "object_id", "site", "ip_address")
     list_filter = ("action", "site", "object_type")
     search_fields = ("username", "object_id", "action")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
 
 
 # --- The DICOM network -------------------------------------------------------------------------
@@ -401,26 +400,16 @@ class ResultDestinationAdmin(AuditedAdmin):
 
 
 @admin.register(OutboxItem)
-class OutboxItemAdmin(admin.ModelAdmin):
+class OutboxItemAdmin(RecordAdmin):
     """Each result object per destination: pending, sent, or failed with the reason; resend from here."""
 
+    changeable = True  # its fields are read-only; "resend" is its action
     list_display = ("pk", "kind", "state", "destination", "study", "attempts", "next_attempt_at", "sent_at", "error")
     list_filter = ("state", "kind", "destination")
     list_select_related = ("destination", "study")
     search_fields = ("sop_instance_uid",)
     readonly_fields = [f.name for f in OutboxItem._meta.concrete_fields]
     actions = ["resend"]
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # the outbox is a record of what left Pneumo
-        return actions
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: OutboxItem | None = None) -> bool:
-        return False
 
     @admin.display(description="last error")
     def error(self, obj: OutboxItem) -> str:
@@ -435,25 +424,15 @@ class OutboxItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(DriftAlarm)
-class DriftAlarmAdmin(admin.ModelAdmin):
+class DriftAlarmAdmin(RecordAdmin):
     """Drift alarms (cases.drift): opened by the daily check, acknowledged here (audited), never added by hand."""
 
+    changeable = True  # its fields are read-only; "acknowledge" is its action
     list_display = ("pk", "kind", "site", "model_version", "day", "opened_at", "acknowledged_by", "acknowledged_at")
     list_filter = ("kind", ("acknowledged_at", admin.EmptyFieldListFilter), "site", "model_version")
     list_select_related = ("site", "model_version", "acknowledged_by")
     readonly_fields = [f.name for f in DriftAlarm._meta.concrete_fields]
     actions = ["acknowledge"]
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # an alarm is a record of what Pneumo saw
-        return actions
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: DriftAlarm | None = None) -> bool:
-        return False
 
     @admin.action(description="Acknowledge the selected alarms")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[DriftAlarm]) -> None:

@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from cases.admin import RecordAdmin
 from inference import registry
 from inference.models import ModelVersion, Prediction, SiteThreshold
 
@@ -133,19 +134,10 @@ class PredictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(SiteThreshold)
-class SiteThresholdAdmin(admin.ModelAdmin):
+class SiteThresholdAdmin(RecordAdmin):
     """Read-only: a site threshold is set from the validation report page or the API, with its evidence checked."""
 
     list_display = ("site", "model_version", "threshold", "evidence_sufficient", "created_by", "created_at")
     list_filter = ("site", "model_version", "evidence_sufficient")
     list_select_related = ("site", "model_version", "created_by")
     readonly_fields = [f.name for f in SiteThreshold._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: SiteThreshold | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: SiteThreshold | None = None) -> bool:
-        return False
