@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from cases.validation_stats import wilson_interval
+from cases.validation_stats import cohen_kappa, wilson_interval
 
 AGREEMENT_RUN_DAYS = 7
 BASELINE_DAYS = 30
@@ -75,19 +75,6 @@ class DayFigures:
 def percent_agreement(both_positive: int, ai_only: int, radiologist_only: int, both_negative: int) -> float | None:
     n = both_positive + ai_only + radiologist_only + both_negative
     return (both_positive + both_negative) / n if n else None
-
-
-def cohen_kappa(both_positive: int, ai_only: int, radiologist_only: int, both_negative: int) -> float | None:
-    """Cohen's kappa of a 2 x 2 table; None without cases or when chance agreement is certain (one label only)."""
-    n = both_positive + ai_only + radiologist_only + both_negative
-    if not n:
-        return None
-    observed = (both_positive + both_negative) / n
-    ai_positive, radiologist_positive = both_positive + ai_only, both_positive + radiologist_only
-    chance = (ai_positive * radiologist_positive + (n - ai_positive) * (n - radiologist_positive)) / (n * n)
-    if chance >= 1.0:
-        return None
-    return (observed - chance) / (1.0 - chance)
 
 
 def agreement_lower_bound(agreeing: int, n: int) -> float | None:

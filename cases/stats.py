@@ -24,6 +24,7 @@ from cases.ai_modes import shadowed_studies_q
 from cases.models import Agreement, Finding, OverruleReason, Review, Study, User
 from cases.selectors import studies_for_user, user_is_admin
 from cases.states import StudyStatus
+from cases.validation_stats import cohen_kappa
 from inference.broker import queue_length
 from inference.models import AiDomain, AiLabel, ModelVersion, Prediction, PredictionStatus
 
@@ -160,7 +161,7 @@ def agreement_figures(version: ModelVersion, rows: list[dict]) -> dict:
         "specificity": _ratio(tn, tn + fp),
         "ppv": _ratio(tp, tp + fp),
         "npv": _ratio(tn, tn + fn),
-        "kappa": cohens_kappa(tp=tp, fp=fp, fn=fn, tn=tn),
+        "kappa": cohen_kappa(tp, fp, fn, tn),
         "overrule_reasons": dict(reasons),
     }
 
@@ -176,16 +177,6 @@ def _cell(ai_label: str, finding: str) -> str:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
-
-
-def cohens_kappa(*, tp: int, fp: int, fn: int, tn: int) -> float | None:
-    """Agreement beyond chance between the AI label and the finding; None where undefined."""
-    total = tp + fp + fn + tn
-    if not total:
-        return None
-    observed = (tp + tn) / total
-    expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / total**2
-    return None if expected == 1 else (observed - expected) / (1 - expected)
 
 
 # --- Scope: images outside the domain ----------------------------------------------------

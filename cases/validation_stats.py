@@ -41,6 +41,25 @@ def _proportion(successes: int, n: int) -> tuple[float | None, Interval]:
     return (successes / n if n else None), wilson_interval(successes, n)
 
 
+# --- Agreement ------------------------------------------------------------------------------
+
+
+def cohen_kappa(both_positive: int, ai_only: int, radiologist_only: int, both_negative: int) -> float | None:
+    """Cohen's kappa of the AI against the radiologist (the dashboard's and drift's).
+
+    None without cases, or when chance agreement is certain (one label only).
+    """
+    n = both_positive + ai_only + radiologist_only + both_negative
+    if not n:
+        return None
+    observed = (both_positive + both_negative) / n
+    ai_positive, radiologist_positive = both_positive + ai_only, both_positive + radiologist_only
+    chance = (ai_positive * radiologist_positive + (n - ai_positive) * (n - radiologist_positive)) / (n * n)
+    if chance >= 1.0:
+        return None
+    return (observed - chance) / (1.0 - chance)
+
+
 # --- AUC (DeLong) ------------------------------------------------------------------------------
 
 

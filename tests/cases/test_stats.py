@@ -10,7 +10,8 @@ from django.utils import timezone
 from cases import stats
 from cases.models import Review, Study
 from cases.states import StudyStatus
-from cases.stats import cohens_kappa, daily_chart, dashboard_stats, percentile
+from cases.stats import daily_chart, dashboard_stats, percentile
+from cases.validation_stats import cohen_kappa
 from inference.models import ModelVersion
 from tests.browser.studies import model_version_active
 
@@ -194,9 +195,9 @@ def test_it_computes_percentiles_like_numpy() -> None:
 
 
 def test_it_computes_kappa_at_the_edges() -> None:
-    assert cohens_kappa(tp=0, fp=0, fn=0, tn=0) is None
-    assert cohens_kappa(tp=10, fp=0, fn=0, tn=10) == 1.0
-    assert cohens_kappa(tp=0, fp=10, fn=10, tn=0) == -1.0
+    assert cohen_kappa(0, 0, 0, 0) is None
+    assert cohen_kappa(10, 0, 0, 10) == 1.0
+    assert cohen_kappa(0, 10, 10, 0) == -1.0
 
 
 def test_it_lays_out_the_daily_chart() -> None:
