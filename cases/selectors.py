@@ -82,6 +82,13 @@ def sites_for_user(*, user: User) -> QuerySet[Site]:
     return user.sites.all()
 
 
+def site_for_user(*, user: User, value: str) -> Site | None:
+    """One of the user's sites by code (any case) or id; None for any other (callers answer 404, never a hint)."""
+    pk = as_id(value)
+    lookup = Q(code__iexact=value) | (Q(pk=pk) if pk is not None else Q(pk__in=[]))
+    return sites_for_user(user=user).filter(lookup).first()
+
+
 def upload_site_for_user(*, user: User, chosen: Site | None) -> Site | None:
     """Where an upload goes: the site chosen, else the user's only site; None when they must choose."""
     if chosen is not None:

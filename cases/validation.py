@@ -31,7 +31,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from cases.models import Finding, Review, Site, User
-from cases.selectors import day_start, sites_for_user
+from cases.selectors import day_start, site_for_user
 from cases.validation_stats import ScoredCases
 from inference.models import AiMode, ModelVersion, Prediction, PredictionStatus
 
@@ -76,7 +76,7 @@ class StudyCases:
 
 def validation_site(*, user: User, code: str) -> Site:
     """The site by code (any case) among the user's; 404 otherwise (pages and API alike)."""
-    site = sites_for_user(user=user).filter(code__iexact=code).first()
+    site = site_for_user(user=user, value=code)
     if site is None:
         raise Http404("Unknown site.")
     return site

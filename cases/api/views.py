@@ -171,10 +171,7 @@ UNKNOWN_SITE = "Unknown site, or not one of yours."
 
 def _site_for(user: User, value: str) -> Site:
     """One of the user's sites by code or id; any other is 404, like another site's object, and never a hint."""
-    sites = selectors.sites_for_user(user=user)
-    pk = selectors.as_id(value)
-    lookup = Q(code__iexact=value) | (Q(pk=pk) if pk is not None else Q())
-    site = sites.filter(lookup).first()
+    site = selectors.site_for_user(user=user, value=value)
     if site is None:
         raise NotFound(UNKNOWN_SITE)
     return site
