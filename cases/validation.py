@@ -33,11 +33,13 @@ from django.http import Http404
 from cases.models import Finding, Review, Site, User
 from cases.selectors import day_start, site_for_user
 from cases.validation_stats import ScoredCases
-from inference.models import AiMode, ModelVersion, Prediction, PredictionStatus
+from inference.display import result_is_muted
+from inference.models import AiDomain, AiMode, ModelVersion, Prediction, PredictionStatus
 
 LIVE = AiMode.LIVE.value
 UNKNOWN = "unknown"
 NOT_CHECKED = "not_checked"
+OUTSIDE_VALIDATED_USE = "outside_validated_use"  # a result muted by a caveat (age, view), in the split by scope
 AGE_BANDS = ("<1", "1-5", "6-17", "18-64", "65+", UNKNOWN)
 LIVE_READINGS_NOTE = (
     "Live readings were made seeing the AI's result, which biases agreement upwards; "
@@ -66,12 +68,14 @@ class StudyCases:
     scores: np.ndarray
     flagged: np.ndarray
     groups: dict[str, Groups]  # split name -> each study's group
+    counts: np.ndarray  # its AI counts (inference.display): False when all its results are muted
 
     @classmethod
     def empty(cls) -> StudyCases:
         nothing = Groups(np.array([], dtype=np.int64), [])
         groups = {name: Groups(nothing.index, list(AGE_BANDS)) if name == "age_band" else nothing for name in SPLITS}
-        return cls(np.array([], dtype=np.int8), np.array([]), np.array([], dtype=bool), groups)
+        none = np.array([], dtype=bool)
+        return cls(np.array([], dtype=np.int8), np.array([]), none, groups, none)
 
 
 def validation_site(*, user: User, code: str) -> Site:
@@ -121,6 +125,8 @@ def validation_report(
         flagged = cases.scores >= threshold  # the study's highest result reaches it: one of its results does
     decided = cases.labels != INDETERMINATE
     scored = ScoredCases(cases.labels[decided], cases.scores[decided], flagged[decided])
+    # Muted results count nowhere but in the split by scope outcome (inference.display).
+    counted = cases.counts[decided]
 
     def figures(chosen: np.ndarray | None, indeterminate: int) -> dict:
         found = scored.figures(chosen, target_sensitivity=target_sensitivity)
@@ -136,10 +142,13 @@ def validation_report(
     splits = {}
     for name in SPLITS:
         groups = cases.groups[name]
+        every = name == "domain"
         index = groups.index[decided]
-        indeterminate = np.bincount(groups.index[~decided], minlength=len(groups.names))
+        undecided = groups.index[~decided & (True if every else cases.counts)]
+        indeterminate = np.bincount(undecided, minlength=len(groups.names))
         splits[f"by_{name}"] = [
-            {"group": group, **figures(index == i, int(indeterminate[i]))} for i, group in enumerate(groups.names)
+            {"group": group, **figures((index == i) & (True if every else counted), int(indeterminate[i]))}
+            for i, group in enumerate(groups.names)
         ]
     for group in splits["by_mode"]:
         group["readers_saw_ai"] = group["group"] == LIVE
@@ -148,7 +157,7 @@ def validation_report(
         "model": model_version.name,
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
-        **figures(None, int(np.count_nonzero(~decided))),
+        **figures(counted, int(np.count_nonzero(~decided & cases.counts))),
         **splits,
         "caveat": LIVE_READINGS_NOTE,
     }
@@ -185,12 +194,14 @@ _COLUMNS = (
     _IMAGE + "manufacturer_model_name",
     _IMAGE + "view_position",
     _IMAGE + "patient_age_years",
+    _RESULT + "outside_validated_use",
+    _RESULT + "outside_validated_use_reason",
 )
-STUDY, FINDING, MODE, IMAGE, PK, PROBABILITY, THRESHOLD, DOMAIN, MANUFACTURER, MODEL_NAME, VIEW, AGE = range(
-    len(_COLUMNS)
-)
+(STUDY, FINDING, MODE, IMAGE, PK, PROBABILITY, THRESHOLD, DOMAIN, MANUFACTURER, MODEL_NAME, VIEW, AGE, OUTSIDE,
+ REASON) = range(len(_COLUMNS))  # fmt: skip
 # The text columns, coded together: a site has few distinct combinations of them.
 _TEXT = itemgetter(FINDING, MODE, MANUFACTURER, MODEL_NAME, VIEW, DOMAIN)
+_SCOPE = itemgetter(DOMAIN, OUTSIDE, REASON)
 
 
 def _results(version: ModelVersion) -> dict:
@@ -260,20 +271,37 @@ def _current_per_image(
     return ~contenders | np.isin(pk, list(current.values()))
 
 
+def _muted_rows(rows: list[tuple]) -> np.ndarray:
+    """Which results ``inference.display`` mutes, judged once per distinct (domain, outside use, reason)."""
+    scopes = list(map(_SCOPE, rows))
+    muted = {scope: result_is_muted(*scope) for scope in dict.fromkeys(scopes)}
+    return np.fromiter(map(muted.__getitem__, scopes), dtype=bool, count=len(scopes))
+
+
 def _cases_from(rows: list[tuple], image: np.ndarray, version_threshold: float) -> StudyCases:
-    """Per study: the highest of its images' results is the score and gives the groups; flagged if any is."""
+    """Per study, as its readers were shown it (``inference.display.predictions_summary``): the highest of its
+    results that count is the score and gives the groups, flagged if any of them reaches its threshold.
+
+    A study whose results are all muted keeps its highest muted one, judged at its threshold as if it counted:
+    it is left out of every figure but the split by scope outcome, which shows how the model fares there.
+    """
     studies = _filled_column(rows, STUDY, np.int64)
     probability = _filled_column(rows, PROBABILITY, float)
     threshold = _column(rows, THRESHOLD, float)  # NaN where none was recorded: the version's threshold then
     threshold = np.where(np.isnan(threshold), version_threshold, threshold)
-    order = np.lexsort((image, -probability, studies))  # by study, its highest result first (ties: first image)
+    muted = _muted_rows(rows)
+    # By study, its highest counted result first, else its highest muted one (ties: first image).
+    order = np.lexsort((image, -probability, muted, studies))
     ordered = studies[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     top = order[starts]
-    flagged = np.logical_or.reduceat((probability >= threshold)[order], starts)
+    reaches = probability >= threshold
+    counts = ~muted[top]
+    flagged = np.where(counts, np.logical_or.reduceat((reaches & ~muted)[order], starts), reaches[top])
     tops = [rows[row] for row in top.tolist()]  # each study's row of its highest result
-    # Each study's text as a code for its combination of finding, mode, device, view and domain.
-    texts = list(map(_TEXT, tops))
+    # Each study's text as a code for its combination of finding, mode, device, view and scope outcome.
+    texts = [(*_TEXT(row), bool(muted_top) and row[DOMAIN] != AiDomain.OUTSIDE_DOMAIN)
+             for row, muted_top in zip(tops, muted[top].tolist(), strict=True)]  # fmt: skip
     combinations = {text: code for code, text in enumerate(dict.fromkeys(texts))}
     code = np.fromiter(map(combinations.__getitem__, texts), dtype=np.int64, count=len(texts))
     keys = list(combinations)
@@ -281,11 +309,11 @@ def _cases_from(rows: list[tuple], image: np.ndarray, version_threshold: float) 
         "device": _grouped(code, [device_label(k[2], k[3]) for k in keys]),
         "age_band": _age_bands(_column(tops, AGE, float)),
         "view": _grouped(code, [view_label(k[4]) for k in keys]),
-        "domain": _grouped(code, [k[5] or NOT_CHECKED for k in keys]),
+        "domain": _grouped(code, [OUTSIDE_VALIDATED_USE if k[6] else k[5] or NOT_CHECKED for k in keys]),
         "mode": _grouped(code, [k[1] or LIVE for k in keys]),
     }
     labels = np.array([_LABELS[k[0]] for k in keys], dtype=np.int8)
-    return StudyCases(labels=labels[code], scores=probability[top], flagged=flagged, groups=groups)
+    return StudyCases(labels=labels[code], scores=probability[top], flagged=flagged, groups=groups, counts=counts)
 
 
 def _grouped(code: np.ndarray, names: list[str]) -> Groups:

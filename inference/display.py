@@ -60,18 +60,30 @@ def prediction_has_no_result(prediction: Prediction | None) -> bool:
     return _succeeded(prediction) and (prediction.domain == AiDomain.NOT_CHEST_XRAY or prediction.probability is None)
 
 
-def _caveats_outside_use(prediction: Prediction) -> list[str]:
+def outside_use_caveats(domain: str | None, outside_validated_use: bool, reason: str) -> list[str]:
+    """The caveats of a result's outside-use reason that put it outside validated use (not mere notes)."""
     # Predictions made before the scope check (domain null) keep today's display: their caveat is a note.
-    if not prediction.outside_validated_use or prediction.domain is None:
+    if not outside_validated_use or domain is None:
         return []
-    return caveats_outside_use(prediction.outside_validated_use_reason)
+    return caveats_outside_use(reason)
+
+
+def result_is_muted(domain: str | None, outside_validated_use: bool, reason: str) -> bool:
+    """A probability that must not act as one, from a result's stored fields (aggregates read them as rows)."""
+    return domain == AiDomain.OUTSIDE_DOMAIN or bool(outside_use_caveats(domain, outside_validated_use, reason))
+
+
+def _caveats_outside_use(prediction: Prediction) -> list[str]:
+    return outside_use_caveats(
+        prediction.domain, prediction.outside_validated_use, prediction.outside_validated_use_reason
+    )
 
 
 def prediction_is_muted(prediction: Prediction | None) -> bool:
     """A stored probability that must not act as one: outside the domain, or outside validated use."""
     if not _succeeded(prediction) or prediction_has_no_result(prediction):
         return False
-    return prediction.domain == AiDomain.OUTSIDE_DOMAIN or bool(_caveats_outside_use(prediction))
+    return result_is_muted(prediction.domain, prediction.outside_validated_use, prediction.outside_validated_use_reason)
 
 
 def prediction_counts(prediction: Prediction | None) -> bool:

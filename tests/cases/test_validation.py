@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from cases import validation
 from cases import validation_stats as vs
+from cases.imaging.eligibility import AGE_UNKNOWN
 from cases.ingest import IncomingFile, studies_ingest
 from cases.models import AuditEvent, Image, Review
 from cases.validation import AGE_BANDS, age_band, device_label, validation_report
@@ -484,3 +485,43 @@ def test_the_dashboard_links_admins_to_the_report(client, admin_user, rad) -> No
     assert 'href="/validation/"' in client.get("/dashboard/").content.decode()
     client.force_login(rad)
     assert 'href="/validation/"' not in client.get("/dashboard/").content.decode()
+
+
+# --- Muted results (inference.display): counted only in the split by scope outcome -------------------------
+
+
+def test_it_counts_muted_results_only_in_the_split_by_scope_outcome(
+    demo_site, rad, make_study, make_image, version
+) -> None:
+    in_domain = {"domain": "in_domain"}
+    # A counted frontal at 0.2 beside a muted (outside the domain) lateral at 0.9: the study scores 0.2, unflagged,
+    # as its readers were shown it.
+    mixed = make_study(demo_site)
+    _predict(make_image(mixed), version, 0.2, **in_domain)
+    _predict(make_image(mixed), version, 0.9, domain="outside_domain")
+    _sign(mixed, rad, "no_pneumonia")
+    # Studies whose only results are muted: outside the domain, and outside validated use by a caveat.
+    outside = make_study(demo_site)
+    _predict(make_image(outside), version, 0.8, domain="outside_domain")
+    _sign(outside, rad, "pneumonia")
+    caveat = make_study(demo_site)
+    _predict(make_image(caveat), version, 0.7, **in_domain, outside_validated_use=True,
+             outside_validated_use_reason="Adult patient (validated for ages 1 to 5)")  # fmt: skip
+    _sign(caveat, rad, "no_pneumonia")
+    # A tag that is only missing is a note, not a caveat: that result counts.
+    noted = make_study(demo_site)
+    _predict(make_image(noted), version, 0.6, **in_domain, outside_validated_use=True,
+             outside_validated_use_reason=AGE_UNKNOWN)  # fmt: skip
+    _sign(noted, rad, "pneumonia")
+
+    report = validation_report(site=demo_site, model_version=version)
+
+    assert (report["n"], report["positives"]) == (2, 1)
+    assert report["confusion_matrix"] == [[1, 0], [0, 1]]  # 0.2 not flagged (no pneumonia), 0.6 flagged
+    domains = {g["group"]: (g["n"], g["positives"], g["confusion_matrix"]) for g in report["by_domain"]}
+    assert domains == {
+        "in_domain": (2, 1, [[1, 0], [0, 1]]),
+        "outside_domain": (1, 1, [[0, 0], [0, 1]]),  # 0.8 judged at 0.5 as if it counted
+        "outside_validated_use": (1, 0, [[0, 1], [0, 0]]),
+    }
+    assert sum(g["n"] for g in report["by_view"]) == 2 and sum(g["n"] for g in report["by_mode"]) == 2
