@@ -18,13 +18,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Coalesce, TruncDate
 from django.urls import reverse
 from django.utils import timezone
@@ -34,6 +34,7 @@ from cases.audit import audit_record
 from cases.models import DriftAlarm, DriftKind, Finding, Review, Site, User
 from cases.notices import site_notice_queue
 from cases.selectors import day_start, sites_for_user
+from inference.display import result_is_muted
 from inference.models import AiDomain, ModelVersion, Prediction, PredictionStatus
 
 logger = logging.getLogger(__name__)
@@ -93,16 +94,8 @@ def drift_daily_figures(*, start: date, until: date) -> dict[Key, dict[date, dri
     out: dict[Key, dict[date, drift_stats.DayFigures]] = defaultdict(dict)
     for (key, day), counts in _agreement_counts(start, until).items():
         out[key][day] = drift_stats.DayFigures(day, *counts)
-    for row in _image_rows(start, until):
-        key = (row["image__site_id"], row["model_version_id"])
-        current = out[key].get(row["day"], drift_stats.DayFigures(row["day"]))
-        out[key][row["day"]] = replace(
-            current,
-            images=row["images"],
-            outside=row["outside"],
-            probability_sum=row["probability_sum"] or 0.0,
-            positives=row["positives"],
-        )
+    for (key, day), figures in _image_figures(start, until).items():
+        out[key][day] = replace(out[key].get(day, drift_stats.DayFigures(day)), **figures)
     return out
 
 
@@ -133,19 +126,16 @@ def _agreement_counts(start: date, until: date) -> dict[tuple[Key, date], list[i
         )
         # Oldest first, so that each image keeps its newest result by each version.
         .order_by("image_id", "model_version_id", Coalesce("finished_at", "created_at"), "pk")
-        .values_list(
-            "image_id",
-            "model_version_id",
-            "image__study_id",
-            "image__site_id",
-            "probability",
-            Coalesce("threshold", "model_version__threshold"),
-        )
+        .values_list("image_id", "model_version_id", "image__study_id", "image__site_id", *_JUDGED)
     )
     current = {(row[0], row[1]): row[2:] for row in rows}
-    # A study is positive for a version when any of its images' current results reaches its threshold.
+    # A study is positive for a version when any of its images' current results that count reaches its
+    # threshold; a muted result (inference.display) is no AI label to agree with, as on the dashboard.
     flagged: dict[tuple[int, int, int], bool] = {}
-    for (_, model_id), (study_id, site_id, probability, threshold) in current.items():
+    for (_, model_id), (study_id, site_id, *judged) in current.items():
+        probability, threshold, *scope = judged
+        if _muted(*scope):
+            continue
         key = (site_id, model_id, study_id)
         flagged[key] = flagged.get(key, False) or probability >= threshold
     counts: dict[tuple[Key, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -156,24 +146,40 @@ def _agreement_counts(start: date, until: date) -> dict[tuple[Key, date], list[i
     return counts
 
 
-def _image_rows(start: date, until: date) -> QuerySet:
-    return (
-        Prediction.objects.filter(
-            status=PredictionStatus.SUCCEEDED,
-            probability__isnull=False,
-            finished_at__gte=day_start(start),
-            finished_at__lt=day_start(until + timedelta(days=1)),
-        )
-        .annotate(day=TruncDate("finished_at"))
-        .values("image__site_id", "model_version_id", "day")
-        .annotate(
-            images=Count("pk"),
-            outside=Count("pk", filter=Q(domain__in=OUTSIDE)),
-            probability_sum=Sum("probability"),
-            positives=Count("pk", filter=Q(probability__gte=Coalesce(F("threshold"), F("model_version__threshold")))),
-        )
-        .order_by()
+# What judges a result: its probability and threshold, then its scope (inference.display.result_is_muted).
+_JUDGED = (
+    "probability",
+    Coalesce("threshold", "model_version__threshold"),
+    "domain",
+    "outside_validated_use",
+    "outside_validated_use_reason",
+)
+
+
+# ``result_is_muted``, judged once per distinct scope (a site has a handful of them).
+_muted = lru_cache(maxsize=4096)(result_is_muted)
+
+
+def _image_figures(start: date, until: date) -> dict[tuple[Key, date], dict]:
+    """Per (site, model) and finishing day: images with a result (no chest X-ray included), those outside the
+    domain, and the mean probability and positives of the results that count."""
+    rows = Prediction.objects.filter(
+        status=PredictionStatus.SUCCEEDED,
+        finished_at__gte=day_start(start),
+        finished_at__lt=day_start(until + timedelta(days=1)),
+    ).values_list("image__site_id", "model_version_id", TruncDate("finished_at"), *_JUDGED)
+    figures: dict[tuple[Key, date], dict] = defaultdict(
+        lambda: {"images": 0, "outside": 0, "scored": 0, "probability_sum": 0.0, "positives": 0}
     )
+    for site_id, model_id, day, probability, threshold, domain, outside, reason in rows:
+        day_figures = figures[((site_id, model_id), day)]
+        day_figures["images"] += 1
+        day_figures["outside"] += domain in OUTSIDE
+        if probability is not None and not _muted(domain, outside, reason):
+            day_figures["scored"] += 1
+            day_figures["probability_sum"] += probability
+            day_figures["positives"] += probability >= threshold
+    return figures
 
 
 @cache

@@ -32,8 +32,9 @@ class DayFigures:
     both_negative: int = 0
     images: int = 0  # images with a result finished that day
     outside: int = 0  # of them, outside the domain or not a chest X-ray
-    probability_sum: float = 0.0
-    positives: int = 0  # of them, at or above their threshold
+    scored: int = 0  # of them, with a probability that counts (inference.display): not muted
+    probability_sum: float = 0.0  # of those
+    positives: int = 0  # of those, at or above their threshold
 
     @property
     def signed(self) -> int:
@@ -53,11 +54,11 @@ class DayFigures:
 
     @property
     def mean_probability(self) -> float | None:
-        return self.probability_sum / self.images if self.images else None
+        return self.probability_sum / self.scored if self.scored else None
 
     @property
     def positive_share(self) -> float | None:
-        return self.positives / self.images if self.images else None
+        return self.positives / self.scored if self.scored else None
 
     def as_dict(self) -> dict:
         return {

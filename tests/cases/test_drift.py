@@ -333,3 +333,31 @@ def test_it_is_scheduled_daily_as_a_registered_task(settings, demo_site, rad, dr
         _readings(demo_site, drifting_model, rad, timezone.localdate() - timedelta(days=i), agree=5, disagree=5)
     assert drift_check_task() == 1
     assert DriftAlarm.objects.get().day == timezone.localdate() - timedelta(days=1)
+
+
+def test_muted_results_make_no_agreement_and_no_probability_but_count_as_outside(
+    demo_site, rad, drifting_model
+) -> None:
+    # Given a day of ten agreeing readings, then one study whose only result is muted (outside the domain, 0.9,
+    # read "no pneumonia") and one image the scope check found no chest X-ray (no probability)
+    _readings(demo_site, drifting_model, rad, LAST, agree=10, disagree=0)
+    signed_readings(demo_site, drifting_model, rad, LAST, [(Finding.NO_PNEUMONIA, 0.9)], outside=1)
+    Prediction.objects.create(
+        image=Image.objects.create(
+            study=Study.objects.create(
+                site=demo_site, patient=Patient.objects.create(site=demo_site, patient_id="NC"),
+                study_instance_uid="1.2.826.0.1.95.1",
+            ),
+            site=demo_site, sop_instance_uid="1.2.826.0.1.95.2", kind="dicom", sha256="0" * 64,
+            ai_eligibility="eligible", file="studies/test/x.dcm",
+        ),
+        model_version=drifting_model, preprocessing_version="test-v1", status=PredictionStatus.SUCCEEDED,
+        probability=None, domain=AiDomain.NOT_CHEST_XRAY, finished_at=_at(LAST, 9),
+    )  # fmt: skip
+
+    day = drift_daily_figures(start=LAST, until=LAST)[(demo_site.pk, drifting_model.pk)][LAST]
+
+    # Then the muted result is no disagreement and no probability; both images count as outside the domain
+    assert (day.signed, day.agreement) == (10, 1.0)
+    assert (day.images, day.outside, day.scored) == (12, 2, 10)
+    assert day.mean_probability == pytest.approx(0.9) and day.positive_share == 1.0
