@@ -601,6 +601,9 @@ def int8_verdict(version: ModelVersion) -> str:
             f"{gates['tolerances']['probability']}, heatmap cell diff {gates['parity_heatmap_cell_max_diff']:.3f}, "
             f"AUC diff {gates['validation_auc_diff']:.4f})"
         )
+    if gates.get("float32_tflite_sha256") != version.converted_sha256:
+        # Gates passed against another float32 conversion prove nothing about this one.
+        return "its int8 gates were measured against another float32 conversion"
     file = record_path.parent / record["file"]
     if not file.is_file() or model_package.sha256_file(file) != record["sha256"]:
         return f"{file} is missing or differs from its manifest"

@@ -42,7 +42,12 @@ def test_the_shipped_int8_base_failed_its_gates_so_float32_is_served(active_mode
 
 
 def test_a_version_whose_gates_passed_serves_the_int8_base(active_model, settings, tmp_path) -> None:
-    passed = {"passed": True, "head_sha256": active_model.head_sha256}
+    # As quantize_models records them: measured on this version's head and float32 conversion.
+    passed = {
+        "passed": True,
+        "head_sha256": active_model.head_sha256,
+        "float32_tflite_sha256": active_model.converted_sha256,
+    }
     settings.PNEUMO_SHIPPED_MODELS_DIR = str(_shipped_int8(tmp_path, {active_model.name: passed}))
     image = np.asarray(Image.open(packaged_sample_images()[9][0]).convert("L"))
 
@@ -60,4 +65,12 @@ def test_gates_measured_on_another_head_do_not_count(active_model, settings, tmp
     settings.PNEUMO_SHIPPED_MODELS_DIR = str(_shipped_int8(tmp_path, {active_model.name: other}))
 
     assert int8_verdict(active_model) == "its int8 gates were measured on another head"
+    assert isinstance(runtime.classifier_for(active_model), LiteRTClassifier)
+
+
+def test_gates_measured_against_another_float32_conversion_do_not_count(active_model, settings, tmp_path) -> None:
+    other = {"passed": True, "head_sha256": active_model.head_sha256, "float32_tflite_sha256": "0" * 64}
+    settings.PNEUMO_SHIPPED_MODELS_DIR = str(_shipped_int8(tmp_path, {active_model.name: other}))
+
+    assert int8_verdict(active_model) == "its int8 gates were measured against another float32 conversion"
     assert isinstance(runtime.classifier_for(active_model), LiteRTClassifier)
