@@ -135,7 +135,10 @@ def study_timeline(*, study: Study) -> list[Step]:
             steps.append(Step(p.finished_at, "predicted", f"prediction {p.pk}: {p.get_status_display()}"))
     claims = AuditEvent.objects.filter(action="claim", object_type="Study", object_id=str(study.pk))
     steps += [Step(e.created_at, "claimed", e.username) for e in claims]
-    steps += [Step(r.signed_at, "signed", f"version {r.version} by {r.radiologist}") for r in study.reviews.all()]
+    steps += [
+        Step(r.signed_at, "signed", f"version {r.version} by {r.radiologist}")
+        for r in study.reviews.select_related("radiologist")
+    ]
     sent = OutboxItem.objects.filter(study=study, sent_at__isnull=False).select_related("destination")
     steps += [Step(o.sent_at, "sent", f"{o.kind} to {o.destination}") for o in sent]
     return sorted(steps, key=lambda s: s.at)

@@ -37,8 +37,7 @@ def operations_page(request: HttpRequest) -> HttpResponse:
 
 
 def _posted_id(request: HttpRequest, name: str) -> int | None:
-    value = request.POST.get(name, "")
-    return int(value) if value.isdigit() else None
+    return selectors.as_id(request.POST.get(name, ""))
 
 
 def _prediction_action(request: HttpRequest, action) -> HttpResponse:

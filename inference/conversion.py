@@ -26,6 +26,7 @@ from inference.classifier import (
     preprocess,
     raw_gradcam,
 )
+from inference.model_input import TRAINING_SUFFIXES
 from inference.model_package import sha256_file
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ HIDDEN_LAYER = "dense"
 LOGITS_LAYER = "dense_1"
 TFLITE_NAME = "model.tflite"
 HEAD_NAME = "head.npz"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
+IMAGE_SUFFIXES = TRAINING_SUFFIXES  # the same files training reads
 
 
 @dataclass(frozen=True)

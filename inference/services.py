@@ -282,7 +282,7 @@ def _prediction_store(prediction: Prediction, routed: RoutedOutput, decode_ms: f
     now = timezone.now()
     version = routed.version
     scoped = routed.scoped
-    threshold, threshold_source = threshold_in_force(site=prediction.image.site, version=version)
+    threshold, threshold_source = threshold_in_force(site=prediction.image.study.site, version=version)
     result = scoped.output
     outside, reason = _outside_use(prediction.image, version)
     queued = prediction.queued_at or prediction.created_at
@@ -313,7 +313,7 @@ def _prediction_store(prediction: Prediction, routed: RoutedOutput, decode_ms: f
             audit_record(
                 action="prediction",
                 obj=prediction,
-                site=prediction.image.site,
+                site=prediction.image.study.site,
                 model_version=version.pk,
                 status=P.SUCCEEDED,
                 domain=scoped.verdict.domain,

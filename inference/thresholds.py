@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 def site_threshold_in_force(*, site: Site, version: ModelVersion) -> SiteThreshold | None:
-    return SiteThreshold.objects.filter(site=site, model_version=version).order_by("-created_at", "-pk").first()
+    rows = SiteThreshold.objects.filter(site=site, model_version=version).select_related("created_by")
+    return rows.order_by("-created_at", "-pk").first()
 
 
 def threshold_in_force(*, site: Site, version: ModelVersion) -> tuple[float, str]:

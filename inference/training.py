@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
 from inference.classifier import BICUBIC_224, NEAREST_150, PNEUMONIA_INDEX, Preprocessing, preprocess, preprocessing_get
-from inference.model_input import training_image_open
+from inference.model_input import TRAINING_SUFFIXES, training_image_open
 from inference.model_package import packaged_sample_images, sha256_file
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LABELS = ("NORMAL", "PNEUMONIA")
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
+IMAGE_SUFFIXES = TRAINING_SUFFIXES
 BASE_LAYER = "xception"
 # The output of block 13's residual add: the tensor feeding block14_sepconv1 (5x5x1024 at 150 px, 7x7 at 224).
 CUT_LAYER = "add_11"

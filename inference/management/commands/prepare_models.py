@@ -18,7 +18,6 @@ class Command(BaseCommand):
             gate = "passed" if v.parity_passed else "FAILED"
             self.stdout.write(f"{v.name} {v.version}: {state}, parity {gate} (max diff {v.parity_max_diff:.2e})")
             if v.is_active:
-                # Workers serve int8 only behind its gates; none is wired until one passes (float32 is served).
-                self.stdout.write(
-                    f"  int8: not served, {int8_verdict(v) or 'passed its gates but int8 serving is off'}"
-                )
+                # Workers serve int8 only behind its gates (inference.runtime); float32 until one passes.
+                verdict = int8_verdict(v)
+                self.stdout.write(f"  int8: not served, {verdict}" if verdict else "  int8: served (its gates passed)")
