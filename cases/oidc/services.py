@@ -98,6 +98,15 @@ def _identity_create(*, issuer: str, claims: dict[str, Any]) -> OidcIdentity:
     return OidcIdentity.objects.create(issuer=issuer, subject=str(claims["sub"]), user=user)
 
 
+def sso_lockout_name(*, issuer: str, claims: dict[str, Any]) -> str:
+    """The name a person's failed sign-ins are counted under: their user's, else the one they would get.
+
+    The same as a refusal (``SsoRefused.username``) reports, so that refusals lock the person out.
+    """
+    identity = OidcIdentity.objects.filter(issuer=issuer, subject=str(claims["sub"])).select_related("user").first()
+    return identity.user.username if identity else _username_wanted(claims)
+
+
 def _username_wanted(claims: dict[str, Any]) -> str:
     name = claims.get("preferred_username") or str(claims.get("email", "")).split("@")[0] or claims["sub"]
     return str(name)[:150]

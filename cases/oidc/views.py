@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from cases.oidc import client
-from cases.oidc.services import SsoRefused, sso_user_sync
+from cases.oidc.services import SsoRefused, sso_lockout_name, sso_user_sync
 from cases.otp.services import provider_amr_login
 
 SESSION_KEY = "oidc_auth_request"
@@ -88,7 +88,8 @@ def sso_callback(request: HttpRequest) -> HttpResponse:
         claims, id_token = _claims_verified(request, pending)
     except client.OidcError as error:
         return _failed(request, str(error), username=UNKNOWN_USER)
-    if not AxesProxyHandler.is_allowed(request, {"username": _lockout_name(claims)}):
+    lockout_name = sso_lockout_name(issuer=settings.PNEUMO_OIDC_ISSUER, claims=claims)
+    if not AxesProxyHandler.is_allowed(request, {"username": lockout_name}):
         return render(request, "registration/locked_out.html", status=429)
     try:
         user = sso_user_sync(issuer=settings.PNEUMO_OIDC_ISSUER, claims=claims)
@@ -156,13 +157,6 @@ def _failed(request: HttpRequest, message: str, *, username: str) -> HttpRespons
 def _back_to_login(request: HttpRequest, message: str) -> HttpResponse:
     messages.error(request, message)
     return redirect("login")
-
-
-def _lockout_name(claims: dict[str, Any]) -> str:
-    from cases.oidc.models import OidcIdentity
-
-    identity = OidcIdentity.objects.filter(issuer=settings.PNEUMO_OIDC_ISSUER, subject=str(claims["sub"])).first()
-    return identity.user.username if identity else str(claims.get("preferred_username", claims["sub"]))[:150]
 
 
 def _callback_uri(request: HttpRequest) -> str:

@@ -22,7 +22,7 @@ from django.contrib.auth.models import Group
 
 from cases.models import AuditEvent, Site, User
 from cases.oidc.models import OidcIdentity
-from cases.oidc.services import INACTIVE, NO_ROLE
+from cases.oidc.services import INACTIVE, NO_ROLE, SsoRefused, sso_lockout_name, sso_user_sync
 from cases.oidc.views import WRONG_STATE
 from tests.processes import free_port
 
@@ -341,3 +341,12 @@ def test_it_keeps_local_passwords_for_admins_only_when_told_to(client, settings,
     assert token.status_code == 400
     admin = client.post("/accounts/login/", {"username": "admin", "password": "correct-horse-battery"})
     assert admin.status_code == 302
+
+
+def test_refusals_and_the_lockout_check_count_under_one_name_without_a_preferred_username() -> None:
+    # A provider that sends no preferred_username: a first sign-in is refused and checked under the same name
+    claims = {"sub": "c0ffee", "email": "j.doe@hospital.example", "roles": []}
+    with pytest.raises(SsoRefused) as refused:
+        sso_user_sync(issuer="https://idp.example", claims=claims)
+
+    assert sso_lockout_name(issuer="https://idp.example", claims=claims) == refused.value.username == "j.doe"
