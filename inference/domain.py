@@ -270,6 +270,24 @@ class DomainVerdict:
     reason: str
 
 
+# Which verdict routes an image (inference.routing) and counts in the routing figures fit_domain records.
+_DOMAIN_ORDER = {IN_DOMAIN: 0, OUTSIDE_DOMAIN: 1, NOT_CHEST_XRAY: 2}
+
+
+def relative_score(verdict: DomainVerdict) -> float:
+    """How atypical an image is for a version: its check's distance over that check's limit (below 1: inside)."""
+    if verdict.score is None or verdict.limit is None:
+        return float("inf")
+    if verdict.limit > 0:
+        return verdict.score / verdict.limit
+    return verdict.score - verdict.limit + 1.0
+
+
+def domain_rank(verdict: DomainVerdict) -> tuple[int, float]:
+    """Inside a domain beats outside, which beats "no chest X-ray"; then the most typical wins."""
+    return (_DOMAIN_ORDER.get(verdict.domain, 3), relative_score(verdict))
+
+
 def image_is_blank(image: np.ndarray) -> bool:
     """Does the model image (8-bit grey, 0-255) barely vary: blank black, white or grey, or nearly so?"""
     a = np.asarray(image)

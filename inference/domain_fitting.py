@@ -816,17 +816,11 @@ def _with_orientation(
 # --- Routing: which version's check finds an image most typical --------------------------------------
 
 
-def routing_ratio(pooled: np.ndarray, *, chest: DomainCheck, version: DomainCheck) -> float:
-    """``score / limit`` of ``inference.domain.domain_assess``'s verdict: below 1 inside, smaller is more typical.
+def routing_rank(pooled: np.ndarray, *, chest: DomainCheck, version: DomainCheck) -> tuple[int, float]:
+    """The worker's rank of ``inference.domain.domain_assess``'s verdict (``domain_rank``): smaller routes."""
+    from inference.domain import domain_assess, domain_rank
 
-    A verdict without a score (never, without an image for the pixel rules) counts as infinitely atypical.
-    """
-    from inference.domain import domain_assess
-
-    verdict = domain_assess(pooled, chest=chest, version=version)
-    if verdict.score is None or not verdict.limit:
-        return float("inf")
-    return float(verdict.score / verdict.limit)
+    return domain_rank(domain_assess(pooled, chest=chest, version=version))
 
 
 def routing_shares(
@@ -835,19 +829,17 @@ def routing_shares(
     """For each set (name -> (the version it belongs to, pooled features)), the share routed to each version.
 
     ``checks`` maps a version to its (chest, version) checks; an image goes to the version with the smallest
-    ``routing_ratio``. Each set's entry gives ``n``, ``ties``, ``to_own_share`` and the share routed to each
-    version.
+    ``routing_rank``, as ``inference.routing.choose_by_domain`` routes it. Each set's entry gives ``n``,
+    ``ties``, ``to_own_share`` and the share routed to each version.
     """
     names = sorted(checks)
     out = {}
     for set_name, (own, pooled) in sets.items():
-        ratios = np.array(
-            [[routing_ratio(row, chest=checks[v][0], version=checks[v][1]) for v in names] for row in pooled]
-        )
-        routed = [names[i] for i in ratios.argmin(axis=1)] if len(pooled) else []
-        # A film the shared chest check refuses has the same verdict under every version: a tie, which argmin
-        # settles by name; counted, so that a reader knows how much of a share is such arbitrary routing.
-        ties = int((np.sum(ratios == ratios.min(axis=1, keepdims=True), axis=1) > 1).sum()) if len(pooled) else 0
+        ranks = [[routing_rank(row, chest=checks[v][0], version=checks[v][1]) for v in names] for row in pooled]
+        routed = [names[row.index(min(row))] for row in ranks]
+        # A film the shared chest check refuses has the same verdict under every version: a tie, settled here
+        # by name; counted, so that a reader knows how much of a share is such arbitrary routing.
+        ties = sum(row.count(min(row)) > 1 for row in ranks)
         out[set_name] = {
             "n": len(pooled),
             "ties": ties,

@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cases.imaging.eligibility import describe_age, use_caveats
-from inference.domain import IN_DOMAIN, NOT_CHEST_XRAY, OUTSIDE_DOMAIN, DomainVerdict
+from inference.domain import IN_DOMAIN, DomainVerdict, domain_rank
 from inference.models import ModelVersion, Population, Routing
 
 ADULT_FROM_YEARS = 18.0
 POPULATION_WORDS = {Population.PAEDIATRIC: "paediatric", Population.ADULT: "adult"}
-_DOMAIN_ORDER = {IN_DOMAIN: 0, OUTSIDE_DOMAIN: 1, NOT_CHEST_XRAY: 2}
 
 
 @dataclass(frozen=True)
@@ -74,20 +73,6 @@ def route_image(age_years: float | None, actives: Mapping[str, ModelVersion]) ->
 
 def route_requested(version: ModelVersion) -> Route:
     return Route(version, Routing.REQUESTED, f"run with {version.name} at an admin's request", (version,))
-
-
-def relative_score(verdict: DomainVerdict) -> float:
-    """How atypical an image is for a version: its check's distance over that check's limit (below 1: inside)."""
-    if verdict.score is None or verdict.limit is None:
-        return float("inf")
-    if verdict.limit > 0:
-        return verdict.score / verdict.limit
-    return verdict.score - verdict.limit + 1.0
-
-
-def domain_rank(verdict: DomainVerdict) -> tuple[int, float]:
-    """Inside a domain beats outside, which beats "no chest X-ray"; then the most typical wins."""
-    return (_DOMAIN_ORDER.get(verdict.domain, 3), relative_score(verdict))
 
 
 def choose_by_domain(verdicts: Sequence[tuple[ModelVersion, DomainVerdict]]) -> tuple[ModelVersion, str]:
