@@ -42,7 +42,7 @@ from pydicom.errors import InvalidDicomError
 from cases.audit import audit_record
 from cases.deidentify import burned_in_annotation, deidentify, patient_pseudonym, uid_remap
 from cases.models import FileState, Finding, Image, Review, Site, Study, User
-from cases.selectors import user_is_admin
+from cases.selectors import latest_review, user_is_admin
 
 MANIFEST_COLUMNS = ("path", "label", "patient_id", "age", "sex", "view", "sha256")
 LISTED_COLUMNS = ("image_id", "study_id", "kind", "path", "reason")
@@ -135,15 +135,8 @@ def studies_for_export(*, site: Site, signed_only: bool = False, since: date | N
 
 def study_label(study: Study) -> str:
     """NORMAL or PNEUMONIA from the latest signed version of the reading; UNLABELLED otherwise."""
-    latest = _latest_review(study)
+    latest = latest_review(study=study)
     return LABELS.get(latest.finding, UNLABELLED) if latest else UNLABELLED
-
-
-def _latest_review(study: Study) -> Review | None:
-    reviews = getattr(study, "reviews_latest_first", None)
-    if reviews is None:
-        reviews = list(study.reviews.order_by("-version"))
-    return reviews[0] if reviews else None
 
 
 # --- The export --------------------------------------------------------------------------------
@@ -162,7 +155,7 @@ def deidentified_export(
     _out_dir_prepare(out_dir)
     report = ExportReport(out_dir=out_dir)
     prefetched = studies.select_related("patient", "site").prefetch_related(
-        Prefetch("reviews", queryset=Review.objects.order_by("-version"), to_attr="reviews_latest_first"),
+        Prefetch("reviews", queryset=Review.objects.order_by("-version"), to_attr="reviews_desc"),
         Prefetch("images", queryset=Image.objects.order_by("pk")),
     )
     for study in prefetched:

@@ -134,6 +134,14 @@ def image_for_user(*, user: User, pk: int) -> Image:
     return get_object_or_404(images_for_user(user=user), pk=pk)
 
 
+def latest_review(*, study: Study) -> Review | None:
+    """The study's newest signed version: from the ``reviews_desc`` prefetch of a list (newest first) if made."""
+    prefetched = getattr(study, "reviews_desc", None)
+    if prefetched is not None:
+        return prefetched[0] if prefetched else None
+    return study.reviews.order_by("-version").first()
+
+
 def reviews_for_study(*, study: Study) -> QuerySet[Review]:
     return study.reviews.select_related("radiologist", "model_version").order_by("version")
 

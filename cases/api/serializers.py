@@ -29,7 +29,7 @@ from cases.models import (
     Site,
     Study,
 )
-from cases.selectors import MAX_ID, user_is_admin
+from cases.selectors import MAX_ID, latest_review, user_is_admin
 from cases.states import StudyStatus
 from inference.display import prediction_is_muted, study_is_muted
 from inference.models import AiDomain, AiLabel, AiMode, ModelVersion, Prediction
@@ -39,17 +39,9 @@ UNCONFIRMED = "unconfirmed"
 AI_REVIEW_CHOICES = [(UNCONFIRMED, "Not yet signed"), *Agreement.choices]
 
 
-def latest_review(study: Study) -> Review | None:
-    """The newest signed version (from a prefetch when the view made one)."""
-    prefetched = getattr(study, "reviews_desc", None)
-    if prefetched is not None:
-        return prefetched[0] if prefetched else None
-    return study.reviews.order_by("-version").first()
-
-
 def ai_review_of(study: Study) -> str:
     """``unconfirmed`` until signed, then the signed reading's agreement with the AI."""
-    review = latest_review(study) if study.status == StudyStatus.REPORTED else None
+    review = latest_review(study=study) if study.status == StudyStatus.REPORTED else None
     return review.agreement if review is not None else UNCONFIRMED
 
 
@@ -376,7 +368,7 @@ class StudySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ChoiceField(choices=Finding.choices, allow_null=True))
     def get_finding(self, study: Study) -> str | None:
-        review = latest_review(study) if study.status == StudyStatus.REPORTED else None
+        review = latest_review(study=study) if study.status == StudyStatus.REPORTED else None
         return review.finding if review else None
 
     def get_ai_result_confirmed(self, study: Study) -> bool:
