@@ -33,7 +33,7 @@ from cases import drift_stats
 from cases.audit import audit_record
 from cases.models import DriftAlarm, DriftKind, Finding, Review, Site, User
 from cases.notices import site_notice_queue
-from cases.selectors import day_start, sites_for_user
+from cases.selectors import day_start, reviews_current, sites_for_user
 from inference.display import result_is_muted
 from inference.models import AiDomain, ModelVersion, Prediction, PredictionStatus
 
@@ -100,12 +100,15 @@ def drift_daily_figures(*, start: date, until: date) -> dict[Key, dict[date, dri
 
 
 def _latest_readings(start: date, until: date) -> QuerySet[Review]:
-    return Review.objects.filter(
-        superseded_by__isnull=True,
-        finding__in=(Finding.PNEUMONIA, Finding.NO_PNEUMONIA),
-        signed_at__gte=day_start(start),
-        signed_at__lt=day_start(until + timedelta(days=1)),
-    ).order_by()
+    return (
+        reviews_current()
+        .filter(
+            finding__in=(Finding.PNEUMONIA, Finding.NO_PNEUMONIA),
+            signed_at__gte=day_start(start),
+            signed_at__lt=day_start(until + timedelta(days=1)),
+        )
+        .order_by()
+    )
 
 
 def _agreement_counts(start: date, until: date) -> dict[tuple[Key, date], list[int]]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -132,6 +132,12 @@ def images_for_user(*, user: User) -> QuerySet[Image]:
 
 def image_for_user(*, user: User, pk: int) -> Image:
     return get_object_or_404(images_for_user(user=user), pk=pk)
+
+
+def reviews_current() -> QuerySet[Review]:
+    """Each study's current signed version: none superseded by an amendment (stats, drift, validation)."""
+    # NOT EXISTS rather than a LEFT JOIN on the reverse relation: PostgreSQL estimates the anti-join well.
+    return Review.objects.filter(~Exists(Review.objects.filter(supersedes=OuterRef("pk"))))
 
 
 def latest_review(*, study: Study) -> Review | None:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from cases.ai_modes import shadowed_studies_q
 from cases.models import Agreement, Finding, OverruleReason, Review, Study, User
-from cases.selectors import studies_for_user, user_is_admin
+from cases.selectors import reviews_current, studies_for_user, user_is_admin
 from cases.states import StudyStatus
 from cases.validation_stats import cohen_kappa
 from inference.broker import queue_length
@@ -111,7 +111,7 @@ def _durations(studies: QuerySet[Study], start: str, end: str) -> dict:
 
 def latest_reviews(studies: QuerySet[Study], since: datetime) -> QuerySet[Review]:
     """Each study's current signed version (not superseded by an amendment), signed since ``since``."""
-    return Review.objects.filter(study__in=studies.values("pk"), superseded_by__isnull=True, signed_at__gte=since)
+    return reviews_current().filter(study__in=studies.values("pk"), signed_at__gte=since)
 
 
 def _agreement_all(studies: QuerySet[Study], since: datetime) -> dict:

@@ -26,12 +26,12 @@ from operator import itemgetter
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from cases.models import Finding, Review, Site, User
-from cases.selectors import day_start, site_for_user
+from cases.selectors import day_start, reviews_current, site_for_user
 from cases.validation_stats import ScoredCases
 from inference.display import result_is_muted
 from inference.models import AiDomain, AiMode, ModelVersion, Prediction, PredictionStatus
@@ -168,9 +168,7 @@ def validation_report(
 
 def _latest_reviews(site: Site, since: date | None, until: date | None) -> QuerySet[Review]:
     """Each study's current signed version (not superseded by an amendment), signed in the period."""
-    # NOT EXISTS rather than a LEFT JOIN on the reverse relation: PostgreSQL estimates the anti-join well.
-    amended = Review.objects.filter(supersedes=OuterRef("pk"))
-    reviews = Review.objects.filter(~Exists(amended), study__site=site)
+    reviews = reviews_current().filter(study__site=site)
     if since is not None:
         reviews = reviews.filter(signed_at__gte=day_start(since))
     if until is not None:
