@@ -9,7 +9,6 @@ import pytest
 from PIL import Image as PILImage
 
 from inference.models import Population, Prediction, Routing
-from tests.browser.conftest import VIEWPORT
 from tests.dicom_factory import make_dicom
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -21,7 +20,7 @@ def _adult_film(name: str) -> Path:
 
 
 def test_adult_films_uploaded_in_the_browser_are_read_by_the_adult_model(
-    chromium_browser, live_server, celery_worker, tech, rad, problems, screenshot, tmp_path
+    logged_in_page, celery_worker, tech, rad, problems, screenshot, tmp_path
 ) -> None:
     film = _adult_film("PNEUMONIA/00000398_002.png")
     pixels = np.asarray(PILImage.open(film).convert("L"))
@@ -29,16 +28,9 @@ def test_adult_films_uploaded_in_the_browser_are_read_by_the_adult_model(
     dicom.write_bytes(make_dicom(pixels, shape=pixels.shape, patient_id="ADULT-58", patient_age="058Y", view="PA"))
     png = tmp_path / "adult-unknown-age.png"
     png.write_bytes(_adult_film("NORMAL/00001680_000.png").read_bytes())
-    context = chromium_browser.new_context(viewport=VIEWPORT, base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    problems.watch(page)
-
-    page.goto("/accounts/login/")
-    page.fill("#id_username", tech.username)
-    page.fill("#id_password", "correct-horse-battery")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/upload/")
+    page = logged_in_page(tech)
+    page.set_default_timeout(90_000)  # the real worker reads each film
+    page.goto("/upload/")
     page.set_input_files("#file-input", [str(dicom)])
     page.click("#upload-start")
     page.wait_for_selector(".result.stored")
@@ -60,11 +52,7 @@ def test_adult_films_uploaded_in_the_browser_are_read_by_the_adult_model(
     assert by_kind["png"].routing_reason == "age unknown: image most like the adult training images"
 
     # The radiologist sees which model read each film, and why.
-    context.clear_cookies()
-    page.goto("/accounts/login/")
-    page.fill("#id_username", rad.username)
-    page.fill("#id_password", "correct-horse-battery")
-    page.click("button[type=submit]")
+    page = logged_in_page(rad)
     for prediction in predictions:
         page.goto(f"/studies/{prediction.image.study_id}/")
         why = page.locator("[data-routing]").first
@@ -72,4 +60,3 @@ def test_adult_films_uploaded_in_the_browser_are_read_by_the_adult_model(
         assert "pneumo-xception224-adult-v1" in page.locator(".ai-card").first.inner_text()
     screenshot(page, "adult-routing")
     assert problems == []
-    context.close()
